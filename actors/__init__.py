@@ -1,0 +1,38 @@
+"""The broker and the actors. ``dramatiq actors`` imports this package.
+
+The broker is set before any actor is declared (Dramatiq binds actors to the
+broker current at declaration). Nothing connects at import time: connections
+open in each process after the fork, on first use.
+"""
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.middleware import Retries, ShutdownNotifications, TimeLimit
+
+import settings
+
+from .middleware import DeadLetters
+
+broker = RabbitmqBroker(
+    url=settings.RABBITMQ_URL,
+    # Retries re-publish a failed message; a confirm makes sure that copy
+    # exists before the original is acked, or a retry could be lost.
+    confirm_delivery=True,
+    # Passing a list replaces Dramatiq's defaults: we keep what we need.
+    middleware=[
+        DeadLetters(),
+        TimeLimit(time_limit=settings.TIME_LIMIT_MS),
+        ShutdownNotifications(),
+        Retries(
+            max_retries=settings.MAX_RETRIES,
+            min_backoff=settings.MIN_BACKOFF_MS,
+            max_backoff=settings.MAX_BACKOFF_MS,
+        ),
+    ],
+)
+dramatiq.set_broker(broker)
+
+from .add_followers import add_followers, split_job, submit_job  # noqa: E402
+from .publishing import BrokerUnavailable, publisher  # noqa: E402
+
+__all__ = ["broker", "add_followers", "split_job", "submit_job", "publisher", "BrokerUnavailable"]

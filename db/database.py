@@ -1,0 +1,28 @@
+"""The one PostgreSQL database object every model and process shares.
+
+Nothing connects at import: gunicorn and ``dramatiq`` fork their workers after
+importing the code, and a connection must never cross a fork. Each thread
+takes a connection from the pool when it first runs a query.
+"""
+
+from playhouse.db_url import parse
+from playhouse.pool import PooledPostgresqlDatabase
+
+import settings
+
+
+def connect_params(url=None):
+    """Keyword arguments for psycopg2 from a ``postgresql://`` URL."""
+    return parse(url or settings.DATABASE_URL, unquote_password=True, unquote_user=True)
+
+
+database = PooledPostgresqlDatabase(
+    **connect_params(),
+    max_connections=settings.DATABASE_MAX_CONNECTIONS,
+    # Without a timeout a full pool raises MaxConnectionsExceeded at once.
+    timeout=10,
+    # Drop connections idle for 5 minutes, so a restarted PostgreSQL heals.
+    stale_timeout=300,
+    connect_timeout=5,
+    application_name="followers",
+)

@@ -1,0 +1,281 @@
+"""The tables, each model with the queries that belong to it.
+
+Uniqueness is the database's job (a unique login, one subscription per pair,
+one row per unit of work), never a check-then-insert in Python: two workers
+racing on the same rows must both end up right.
+"""
+
+import datetime
+
+from peewee import (
+    SQL,
+    BooleanField,
+    CharField,
+    CompositeKey,
+    DateTimeField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+    fn,
+)
+
+from .database import database
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class TimestampTZField(DateTimeField):
+    field_type = "TIMESTAMPTZ"
+
+
+class BaseModel(Model):
+    """Stamps ``created_at`` on insert and ``updated_at`` on every update,
+    as the original's Timestampable did. The column defaults cover rows that
+    bulk SQL inserts without going through a model instance."""
+
+    created_at = TimestampTZField(default=now, constraints=[SQL("DEFAULT now()")])
+    updated_at = TimestampTZField(default=now, constraints=[SQL("DEFAULT now()")])
+
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+    def save(self, *args, **kwargs):
+        if self._pk is not None:
+            self.updated_at = now()
+        return super().save(*args, **kwargs)
+
+    @classmethod
+    def update(cls, __data=None, **update):
+        # Every UPDATE issued through a model stamps the row, so no caller can forget.
+        query = super().update(__data, **update)
+        query._update.setdefault(cls.updated_at, fn.now())
+        return query
+
+
+class User(BaseModel):
+    login = CharField(max_length=64, unique=True)
+    password = CharField(max_length=160)  # passwords.hash_password(), never plain text
+    age = IntegerField()
+    is_active = BooleanField(default=True)
+
+    class Meta:
+        table_name = "users"
+
+    def to_dict(self):
+        return {
+            "id": self.id,
+            "login": self.login,
+            "age": self.age,
+            "isActive": self.is_active,
+            "createdAt": self.created_at.isoformat(),
+            "updatedAt": self.updated_at.isoformat(),
+        }
+
+    def followers(self):
+        """The users subscribed to this one, oldest subscription first."""
+        return (
+            User.select()
+            .join(Subscription, on=(Subscription.follower == User.id))
+            .where(Subscription.author == self)
+            .order_by(Subscription.id)
+        )
+
+    @classmethod
+    def add_followers(cls, author_id, followers_login, start, stop, password_hash):
+        """Create users ``{followers_login}_#{i}`` for i in [start, stop) and
+        subscribe each to the author, in two set-based statements that the
+        database runs as one: PostgreSQL generates the rows itself, so 10,000
+        followers cost one round trip, not 30,000.
+
+        A login that already exists is skipped and not subscribed. Rows go in
+        in order of i, so two transactions on overlapping ranges lock in the
+        same order and cannot deadlock. Returns how many were created.
+        """
+        if stop <= start:
+            return 0
+        cursor = database.execute_sql(
+            """
+            WITH new_followers AS (
+                INSERT INTO users (login, password, age, is_active)
+                SELECT %(prefix)s || i, %(password)s, i, TRUE
+                FROM generate_series(%(start)s, %(stop)s - 1) AS i
+                ORDER BY i
+                ON CONFLICT (login) DO NOTHING
+                RETURNING id
+            ), subscribed AS (
+                INSERT INTO subscriptions (author_id, follower_id)
+                SELECT %(author)s, id FROM new_followers ORDER BY id
+                RETURNING 1
+            )
+            SELECT count(*) FROM subscribed
+            """,
+            {
+                "prefix": f"{followers_login}_#",
+                "password": password_hash,
+                "start": start,
+                "stop": stop,
+                "author": author_id,
+            },
+        )
+        return cursor.fetchone()[0]
+
+
+class Subscription(BaseModel):
+    author = ForeignKeyField(User, on_delete="CASCADE")
+    follower = ForeignKeyField(User, on_delete="CASCADE")
+
+    class Meta:
+        table_name = "subscriptions"
+        indexes = ((("author", "follower"), True),)
+
+    def to_dict(self):
+        return {
+            "id": self.id,
+            "authorId": self.author_id,
+            "followerId": self.follower_id,
+            "createdAt": self.created_at.isoformat(),
+            "updatedAt": self.updated_at.isoformat(),
+        }
+
+
+class Job(BaseModel):
+    """One asynchronous add-followers request, split into ``messages`` units
+    of at most ``chunk_size`` followers. ``status`` holds what only the API
+    knows (queued, or failed to publish); running and done are derived from
+    the units, so that no worker has to update this hot row."""
+
+    user = ForeignKeyField(User, on_delete="CASCADE")
+    followers_login = CharField(max_length=32)
+    requested = IntegerField()
+    chunk_size = IntegerField()
+    messages = IntegerField()
+    status = CharField(max_length=16, default="queued")
+    error = TextField(null=True)
+    # Hashed once per job by the first unit that needs it (not by the API,
+    # which would then spend ~50 ms of CPU on every request).
+    password_hash = CharField(max_length=160, null=True)
+
+    class Meta:
+        table_name = "jobs"
+
+    def chunk_bounds(self, chunk):
+        """The follower indexes [start, stop) of one unit."""
+        start = chunk * self.chunk_size
+        return start, min(start + self.chunk_size, self.requested)
+
+    def progress(self):
+        return (
+            JobUnit.select(
+                fn.COUNT(SQL("*")).filter(JobUnit.status == "done").alias("done"),
+                fn.COUNT(SQL("*")).filter(JobUnit.status == "failed").alias("failed"),
+                fn.COALESCE(fn.SUM(JobUnit.created), 0).alias("created"),
+                fn.COALESCE(fn.SUM(JobUnit.skipped), 0).alias("skipped"),
+                fn.MAX(JobUnit.updated_at).alias("updated_at"),
+            )
+            .where(JobUnit.job == self.id)
+            .dicts()
+            .get()
+        )
+
+    def unit_errors(self, limit=20):
+        query = (
+            JobUnit.select(JobUnit.chunk, JobUnit.error)
+            .where((JobUnit.job == self.id) & (JobUnit.status == "failed"))
+            .order_by(JobUnit.chunk)
+            .limit(limit)
+        )
+        return [f"unit {unit.chunk}: {unit.error}" for unit in query]
+
+    def to_dict(self):
+        progress = self.progress()
+        finished = progress["done"] + progress["failed"]
+        if self.status == "failed" or (finished == self.messages and progress["failed"]):
+            status = "failed"
+        elif finished == self.messages:
+            status = "done"
+        elif finished:
+            status = "running"
+        else:
+            status = self.status
+        errors = ([self.error] if self.error else []) + self.unit_errors()
+        updated_at = max(filter(None, [self.updated_at, progress["updated_at"]]))
+        return {
+            "id": self.id,
+            "userId": self.user_id,
+            "followersLogin": self.followers_login,
+            "requested": self.requested,
+            "created": progress["created"],
+            "skipped": progress["skipped"],
+            "status": status,
+            "messages": {
+                "total": self.messages,
+                "done": progress["done"],
+                "failed": progress["failed"],
+            },
+            "errors": errors,
+            "createdAt": self.created_at.isoformat(),
+            "updatedAt": updated_at.isoformat(),
+        }
+
+
+class JobUnit(BaseModel):
+    """The "done" mark of one unit of work (job + chunk), committed in the
+    same transaction as its followers: the idempotency key of the whole
+    pipeline. A redelivered or re-published unit finds its row and commits
+    nothing twice."""
+
+    # The primary key (job, chunk) already indexes job_id.
+    job = ForeignKeyField(Job, on_delete="CASCADE", index=False)
+    chunk = IntegerField()
+    status = CharField(max_length=16)  # done | failed (dead-lettered)
+    created = IntegerField(default=0)
+    skipped = IntegerField(default=0)
+    error = TextField(null=True)
+
+    class Meta:
+        table_name = "job_units"
+        primary_key = CompositeKey("job", "chunk")
+
+    @classmethod
+    def claim(cls, job_id, chunk):
+        """Mark the unit done inside the caller's transaction; True if this
+        transaction did, False if it was done already. A concurrent duplicate
+        waits on the primary key until we commit, then gets False. A unit
+        dead-lettered earlier (failed) may be claimed again by a replay."""
+        query = (
+            cls.insert(job=job_id, chunk=chunk, status="done")
+            .on_conflict(
+                conflict_target=[cls.job, cls.chunk],
+                update={cls.status: "done", cls.error: None, cls.updated_at: fn.now()},
+                where=(cls.status == "failed"),
+            )
+            .returning(cls.chunk)
+        )
+        return bool(list(query.execute()))
+
+    @classmethod
+    def record(cls, job_id, chunk, created, skipped):
+        cls.update(created=created, skipped=skipped).where(
+            (cls.job == job_id) & (cls.chunk == chunk)
+        ).execute()
+
+    @classmethod
+    def mark_failed(cls, job_id, chunk, error):
+        """Record a dead-lettered unit so the job shows it; never undoes a
+        unit that is done."""
+        (
+            cls.insert(job=job_id, chunk=chunk, status="failed", error=error)
+            .on_conflict(
+                conflict_target=[cls.job, cls.chunk],
+                update={cls.error: error, cls.updated_at: fn.now()},
+                where=(cls.status == "failed"),
+            )
+            .execute()
+        )
+
+
+MODELS = [User, Subscription, Job, JobUnit]

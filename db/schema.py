@@ -1,0 +1,73 @@
+"""Create the database and bring its schema up to date; safe to run again.
+
+Every table is created with ``safe=True`` (IF NOT EXISTS), so a second run
+changes nothing. A later change to an existing table goes in ``UPGRADES`` as
+an idempotent statement (``ADD COLUMN IF NOT EXISTS`` and the like).
+"""
+
+import logging
+
+import psycopg2
+from psycopg2 import sql
+
+from .database import connect_params, database
+from .models import MODELS
+
+logger = logging.getLogger(__name__)
+
+#: Idempotent statements that bring an older schema up to date, in order.
+UPGRADES = []
+
+
+def create_database(url=None):
+    """Create the database named in the URL if it does not exist yet.
+    Returns True when it was created."""
+    params = connect_params(url)
+    name = params.pop("database")
+    # CREATE DATABASE cannot run inside a transaction, nor in the database
+    # it creates: connect to the maintenance database, in autocommit.
+    conn = psycopg2.connect(dbname="postgres", connect_timeout=5, **params)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone():
+                return False
+            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            return True
+    finally:
+        conn.close()
+
+
+def drop_database(url=None):
+    """Drop the database named in the URL (tests and the lab reset theirs)."""
+    params = connect_params(url)
+    name = params.pop("database")
+    conn = psycopg2.connect(dbname="postgres", connect_timeout=5, **params)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+
+
+def create_schema():
+    with database.connection_context():
+        with database.atomic():
+            database.create_tables(MODELS, safe=True)
+            for statement in UPGRADES:
+                database.execute_sql(statement)
+
+
+def truncate_all():
+    """Empty every table (tests and the lab start each run from nothing)."""
+    tables = ", ".join(model._meta.table_name for model in MODELS)
+    with database.connection_context():
+        database.execute_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+
+
+def set_up(url=None):
+    created = create_database(url)
+    create_schema()
+    return created
