@@ -1,0 +1,315 @@
+"""Start, watch and stop the real service: gunicorn and ``dramatiq actors``.
+
+Used by the lab, the benchmark and the end-to-end tests, which all run the
+processes a user would run, each on its own database, queue and port, and
+kill them for real when a scenario is about failure.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pika
+import requests
+
+import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url(name):
+    """settings.DATABASE_URL with another database name."""
+    parts = urlsplit(settings.DATABASE_URL)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def wait_for(predicate, *, timeout, what, interval=0.2, progress=None):
+    """Poll ``predicate`` until it returns a true value, which is returned.
+    ``progress`` (optional) is called with the seconds waited so far."""
+    started = time.monotonic()
+    last_report = started
+    while True:
+        value = predicate()
+        if value:
+            return value
+        now = time.monotonic()
+        if now - started > timeout:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        if progress and now - last_report >= 1:
+            progress(now - started)
+            last_report = now
+        time.sleep(interval)
+
+
+class Process:
+    """One child process in its own process group, its output in a log file."""
+
+    def __init__(self, name, argv, *, env, log_path):
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_path = Path(log_path)
+        self.popen = None
+
+    def start(self):
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(
+            self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        return self
+
+    @property
+    def alive(self):
+        return self.popen is not None and self.popen.poll() is None
+
+    def children(self):
+        """PIDs of the direct children (dramatiq's worker processes)."""
+        try:
+            text = Path(f"/proc/{self.popen.pid}/task/{self.popen.pid}/children").read_text()
+        except (OSError, AttributeError):
+            return []
+        return [int(pid) for pid in text.split()]
+
+    def stop(self, timeout=15):
+        """SIGTERM the group, SIGKILL it after ``timeout`` seconds."""
+        if self.popen is None:
+            return
+        if self.alive:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        # Kill whatever is left in the group, even if the leader is gone.
+        self._signal_group(signal.SIGKILL)
+        try:
+            self.popen.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def _signal_group(self, signum):
+        try:
+            os.killpg(self.popen.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def log_tail(self, lines=30):
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Stack:
+    """The API and the workers of one isolated instance of the service.
+
+    Parameters:
+      name(str): Names the database (``followers_<name>``), the queue
+        (``<name>_add_followers``) and the log folder.
+      env(dict): Settings for both processes (see settings.py).
+      processes(int): Worker processes (``dramatiq --processes``).
+      threads(int): Threads per worker process.
+      supervise(bool): Restart ``dramatiq`` whenever it exits, as compose's
+        restart policy would.
+      log_dir(Path): Where the processes' output goes.
+    """
+
+    def __init__(self, name, *, env=None, processes=2, threads=8, supervise=False, log_dir=None, api_workers=2):
+        self.name = name
+        self.port = free_port()
+        self.processes = processes
+        self.threads = threads
+        self.supervise = supervise
+        self.api_workers = api_workers
+        self.log_dir = Path(log_dir or ROOT / "artifacts" / "logs" / name)
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url(f"followers_{name}"),
+            "QUEUE_NAME": f"{name}_add_followers",
+            "API_BIND": f"127.0.0.1:{self.port}",
+            "API_WORKERS": str(api_workers),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        self.api = None
+        self.workers = None
+        self.worker_restarts = 0
+        self._stopping = threading.Event()
+        self._supervisor = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def queue_name(self):
+        return self.env["QUEUE_NAME"]
+
+    @property
+    def database_url(self):
+        return self.env["DATABASE_URL"]
+
+    # --- Set-up ----------------------------------------------------------
+
+    def reset(self):
+        """A fresh database and empty queues for this stack."""
+        self._run_python("-c", "import db.schema as s; s.drop_database(); s.set_up()")
+        delete_queues(self.queue_name)
+
+    def _run_python(self, *args):
+        result = subprocess.run(
+            [sys.executable, *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60
+        )
+        if result.returncode:
+            raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+        return result.stdout
+
+    # --- Processes -------------------------------------------------------
+
+    def start_api(self):
+        self.api = Process("api", [str(BIN / "gunicorn"), "api:app"], env=self.env, log_path=self.log_dir / "api.log")
+        self.api.start()
+        wait_for(self._api_answers, timeout=30, what=f"the API on {self.url} (log: {self.api.log_path})")
+        return self
+
+    def _api_answers(self):
+        if not self.api.alive:
+            raise RuntimeError(f"gunicorn exited:\n{self.api.log_tail()}")
+        try:
+            return requests.get(f"{self.url}/health", timeout=2).status_code in (200, 503)
+        except requests.ConnectionError:
+            return False
+
+    def start_workers(self):
+        argv = [
+            str(BIN / "dramatiq"),
+            "actors",
+            "--processes",
+            str(self.processes),
+            "--threads",
+            str(self.threads),
+        ]
+        self.workers = Process("workers", argv, env=self.env, log_path=self.log_dir / "workers.log").start()
+        if self.supervise and self._supervisor is None:
+            self._supervisor = threading.Thread(target=self._supervise, daemon=True)
+            self._supervisor.start()
+        return self
+
+    def wait_workers_ready(self, timeout=30):
+        """Wait until every worker process consumes the queue."""
+        return wait_for(
+            lambda: consumer_count(self.queue_name) >= self.processes,
+            timeout=timeout,
+            what=f"{self.processes} worker processes consuming {self.queue_name} (log: {self.log_dir}/workers.log)",
+        )
+
+    def _supervise(self):
+        while not self._stopping.wait(0.2):
+            if self.workers is not None and not self.workers.alive:
+                self.workers.stop(timeout=1)  # reap what is left of the group
+                self.worker_restarts += 1
+                self.workers.start()
+
+    def start(self):
+        self.start_api()
+        self.start_workers()
+        self.wait_workers_ready()
+        return self
+
+    def stop(self):
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(5)
+        for process in (self.workers, self.api):
+            if process is not None:
+                process.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # --- HTTP ------------------------------------------------------------
+
+    def post(self, path, **kwargs):
+        return requests.post(f"{self.url}{path}", timeout=kwargs.pop("timeout", 120), **kwargs)
+
+    def get(self, path, **kwargs):
+        return requests.get(f"{self.url}{path}", timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def wait_job(self, job_id, *, timeout=120, statuses=("done", "failed"), progress=None):
+        def finished():
+            job = self.get(f"/api/v1/jobs/{job_id}").json()
+            return job if job["status"] in statuses else None
+
+        return wait_for(finished, timeout=timeout, what=f"job {job_id} to finish", interval=0.1, progress=progress)
+
+
+# --- RabbitMQ ----------------------------------------------------------------
+
+
+def _connection():
+    return pika.BlockingConnection(pika.URLParameters(settings.RABBITMQ_URL))
+
+
+def queue_state(queue_name):
+    """(ready messages, consumers) of a queue, or (0, 0) if it does not exist."""
+    connection = _connection()
+    try:
+        result = connection.channel().queue_declare(queue=queue_name, passive=True)
+        return result.method.message_count, result.method.consumer_count
+    except pika.exceptions.ChannelClosedByBroker:
+        return 0, 0
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def queue_depth(queue_name):
+    return queue_state(queue_name)[0]
+
+
+def consumer_count(queue_name):
+    return queue_state(queue_name)[1]
+
+
+def delete_queues(queue_name):
+    """Delete a queue with its delay (.DQ) and dead-letter (.XQ) queues."""
+    connection = _connection()
+    try:
+        for name in (queue_name, f"{queue_name}.DQ", f"{queue_name}.XQ"):
+            connection.channel().queue_delete(queue=name)
+    finally:
+        connection.close()
+
+
+def publish_raw(queue_name, body, *, headers=None):
+    """Publish bytes straight to a queue, as a broken or hostile producer would."""
+    connection = _connection()
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish(
+            exchange="",
+            routing_key=queue_name,
+            body=body,
+            properties=pika.BasicProperties(delivery_mode=2, headers=headers),
+        )
+    finally:
+        connection.close()

@@ -1,0 +1,45 @@
+"""Test set-up: the tests' own database and queue, never a developer's.
+
+The environment is fixed before any project module is imported, since
+settings.py reads it once at import.
+"""
+
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+_base = urlsplit(os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/followers")
+os.environ["DATABASE_URL"] = urlunsplit(_base._replace(path="/followers_test"))
+os.environ["QUEUE_NAME"] = "test_add_followers"
+os.environ["PASSWORD_HASH_COST"] = "1024"  # hashing is not under test here; keep it cheap
+
+import pytest  # noqa: E402
+
+from db import database, schema  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def test_database():
+    schema.drop_database()
+    schema.set_up()
+    yield database
+    database.close_all()
+
+
+@pytest.fixture
+def db(test_database):
+    """A connection to an empty test database."""
+    schema.truncate_all()
+    with test_database.connection_context():
+        yield test_database
+
+
+@pytest.fixture(scope="session")
+def artifacts():
+    path = ROOT / "artifacts"
+    path.mkdir(exist_ok=True)
+    return path

@@ -1,0 +1,180 @@
+"""End to end: real gunicorn and ``dramatiq actors --processes 2`` on the
+tests' own database and queue, driven over HTTP like a user would."""
+
+import math
+
+import pytest
+import requests
+
+from db import database
+from lab.services import Stack, queue_depth
+from tests.e2e_helpers import create_user, unique
+
+FOLLOWERS_PER_MESSAGE = 7
+
+
+@pytest.fixture(scope="module")
+def stack():
+    with Stack(
+        "e2e",
+        env={
+            "FOLLOWERS_PER_MESSAGE": str(FOLLOWERS_PER_MESSAGE),
+            "MAX_MESSAGES_PUBLISHED_INLINE": "5",
+            "PASSWORD_HASH_COST": "1024",
+        },
+        threads=2,
+    ) as stack:
+        stack.reset()
+        stack.start()
+        yield stack
+
+
+def count_followers(stack, user_id):
+    return stack.get(f"/api/v1/users/{user_id}/followers?limit=1").json()["total"]
+
+
+# --- Users and subscriptions ------------------------------------------------
+
+
+def test_create_and_get_a_user_without_its_password(stack):
+    login = unique("u")
+    response = stack.post("/api/v1/users", json={"login": login, "password": "pw", "age": 30, "isActive": False})
+    assert response.status_code == 201
+    assert response.headers["Location"] == f"/api/v1/users/{response.json()['id']}"
+    user = stack.get(response.headers["Location"]).json()
+    assert user["login"] == login and user["isActive"] is False and user["age"] == 30
+    assert not any("password" in key.lower() for key in user)
+
+
+def test_a_taken_login_is_409(stack):
+    login = unique("u")
+    create_user(stack, login)
+    response = stack.post("/api/v1/users", json={"login": login, "password": "pw", "age": 3})
+    assert response.status_code == 409
+    assert response.json()["success"] is False and login in response.json()["error"]
+
+
+def test_invalid_user_is_400_naming_each_field(stack):
+    response = stack.post("/api/v1/users", json={"login": "", "age": -1})
+    assert response.status_code == 400
+    assert set(response.json()["fields"]) == {"login", "password", "age"}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/users/999999", "/api/v1/users/0", "/api/v1/users/99999999999",
+                                  "/api/v1/users/abc", "/api/v1/jobs/999999"])
+def test_unknown_things_are_404_in_json(stack, path):
+    response = stack.get(path)
+    assert response.status_code == 404
+    assert response.json()["success"] is False
+
+
+def test_subscriptions(stack):
+    author, fan = create_user(stack, unique("a")), create_user(stack, unique("f"))
+    response = stack.post("/api/v1/subscriptions", json={"authorId": author, "followerId": fan})
+    assert response.status_code == 201 and response.json()["followerId"] == fan
+    assert stack.post("/api/v1/subscriptions", json={"authorId": author, "followerId": fan}).status_code == 409
+    assert stack.post("/api/v1/subscriptions", json={"authorId": author, "followerId": 999999}).status_code == 404
+    response = stack.post("/api/v1/subscriptions", json={"authorId": author, "followerId": author})
+    assert response.status_code == 400 and "followerId" in response.json()["fields"]
+    followers = stack.get(f"/api/v1/users/{author}/followers").json()
+    assert followers["total"] == 1 and followers["items"][0]["id"] == fan
+
+
+def test_followers_are_paged(stack):
+    author = create_user(stack, unique("a"))
+    login = unique("p")
+    stack.post("/api/v1/add-followers", json={"userId": author, "followersLogin": login, "count": 5})
+    page = stack.get(f"/api/v1/users/{author}/followers?limit=2&offset=3").json()
+    assert page["total"] == 5 and [u["login"] for u in page["items"]] == [f"{login}_#3", f"{login}_#4"]
+    assert stack.get(f"/api/v1/users/{author}/followers?limit=0").status_code == 400
+
+
+# --- Add followers, synchronous --------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["json", "urlencoded", "multipart"])
+def test_sync_add_followers_in_every_encoding(stack, encoding):
+    author = create_user(stack, unique("a"))
+    fields = {"userId": str(author), "followersLogin": unique("s"), "count": "12", "async": "0"}
+    if encoding == "json":
+        response = stack.post("/api/v1/add-followers", json={**fields, "userId": author, "count": 12})
+    elif encoding == "urlencoded":
+        response = stack.post("/api/v1/add-followers", data=fields)
+    else:
+        response = stack.post("/api/v1/add-followers", files={k: (None, v) for k, v in fields.items()})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"created": 12, "skipped": 0}
+    assert count_followers(stack, author) == 12
+
+
+def test_repeating_a_sync_request_creates_nothing(stack):
+    author = create_user(stack, unique("a"))
+    body = {"userId": author, "followersLogin": unique("r"), "count": 10}
+    stack.post("/api/v1/add-followers", json=body)
+    assert stack.post("/api/v1/add-followers", json=body).json() == {"created": 0, "skipped": 10}
+    assert count_followers(stack, author) == 10
+
+
+def test_unknown_user_is_404_success_false(stack):
+    response = stack.post("/api/v1/add-followers", json={"userId": 999999, "followersLogin": "x", "count": 1})
+    assert response.status_code == 404
+    assert response.json()["success"] is False
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [({"count": 100_001}, "count"), ({"count": -1}, "count"), ({"followersLogin": "x" * 33}, "followersLogin"),
+     ({"async": 2}, "async"), ({"userId": "abc"}, "userId"), ({"followersLogin": ""}, "followersLogin")],
+)
+def test_invalid_add_followers_is_400_naming_the_field(stack, change, field):
+    body = {"userId": 1, "followersLogin": "x", "count": 1, **change}
+    response = stack.post("/api/v1/add-followers", json=body)
+    assert response.status_code == 400
+    assert list(response.json()["fields"]) == [field]
+
+
+def test_malformed_json_is_400(stack):
+    response = stack.post("/api/v1/add-followers", data="{nope", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json()["success"] is False
+
+
+# --- Add followers, asynchronous -------------------------------------------
+
+
+def test_async_job_goes_to_done(stack):
+    author = create_user(stack, unique("a"))
+    login = unique("q")
+    response = stack.post("/api/v1/add-followers", data={"userId": author, "followersLogin": login,
+                                                         "count": 30, "async": 1})
+    assert response.status_code == 202
+    body = response.json()
+    assert body["success"] is True and body["messages"] == math.ceil(30 / FOLLOWERS_PER_MESSAGE)
+    assert response.headers["Location"] == f"/api/v1/jobs/{body['jobId']}"
+    job = stack.wait_job(body["jobId"])
+    assert job["status"] == "done"
+    assert (job["created"], job["skipped"], job["requested"]) == (30, 0, 30)
+    assert job["messages"] == {"total": 5, "done": 5, "failed": 0}
+    assert count_followers(stack, author) == 30
+
+
+def test_a_large_job_is_split_by_a_worker(stack):
+    # 100 followers / 7 per message = 15 messages > MAX_MESSAGES_PUBLISHED_INLINE (5)
+    author = create_user(stack, unique("a"))
+    body = stack.post("/api/v1/add-followers", json={"userId": author, "followersLogin": unique("b"),
+                                                     "count": 100, "async": 1}).json()
+    assert body["messages"] == 15
+    job = stack.wait_job(body["jobId"])
+    assert (job["status"], job["created"]) == ("done", 100)
+    assert count_followers(stack, author) == 100
+
+
+def test_health_is_ok(stack):
+    response = stack.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+def test_unknown_method_is_405_with_allow(stack):
+    response = requests.delete(f"{stack.url}/api/v1/add-followers", timeout=5)
+    assert response.status_code == 405 and "POST" in response.headers["Allow"]
+    assert response.json()["success"] is False
