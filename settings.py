@@ -62,7 +62,17 @@ MIN_BACKOFF_MS = _int("MIN_BACKOFF_MS", 1000)
 MAX_BACKOFF_MS = _int("MAX_BACKOFF_MS", 30_000)
 #: Soft limit of one unit: Dramatiq's TimeLimit raises inside the actor.
 TIME_LIMIT_MS = _int("TIME_LIMIT_MS", 60_000)
-#: PostgreSQL cancels any statement of a worker that runs longer than this.
+#: Hard limit of one unit: a unit still running this long (blocked in a
+#: sleep, a socket, a C call that TimeLimit cannot interrupt) gets its worker
+#: process killed, which frees the slot; 0 turns it off.
+HARD_TIME_LIMIT_MS = _int("HARD_TIME_LIMIT_MS", 120_000)
+#: Deliveries of one message that may start before it is dead-lettered; they
+#: are counted in PostgreSQL, so a worker crash cannot reset them. 0 = off.
+MAX_DELIVERIES = _int("MAX_DELIVERIES", 3)
+#: Apply the units of each user in publish order (users still run in
+#: parallel); takes effect for jobs created while it is set.
+ORDERED_PER_USER = _bool("ORDERED_PER_USER", False)
+#: PostgreSQL cancels any statement that runs longer than this.
 STATEMENT_TIMEOUT_MS = _int("STATEMENT_TIMEOUT_MS", 30_000)
 
 # --- Passwords ---------------------------------------------------------------
@@ -83,3 +93,24 @@ BROKER_TIMEOUT_S = _int("BROKER_TIMEOUT_S", 5)
 # --- Logging -----------------------------------------------------------------
 
 LOG_LEVEL = _str("LOG_LEVEL", "INFO")
+#: "json" makes the workers' per-unit lines JSON objects; anything else, key=value text.
+LOG_FORMAT = _str("LOG_FORMAT", "text")
+
+# --- The lab (python -m lab) ---------------------------------------------------
+# Off by default; the lab sets them in the workers' environment only. Nothing
+# in the production path changes while they are unset.
+
+#: Record one row per processed message (worker, thread, start, end, outcome)
+#: in message_events, for the lab's verdicts and timelines.
+RECORD_EVENTS = _bool("RECORD_EVENTS", False)
+#: Naive behaviours of the original lesson, comma-separated:
+#: no_dedup (plain inserts, no unit mark), swallow_errors (log and ack).
+NAIVE = frozenset(filter(None, _str("NAIVE", "").replace(" ", "").split(",")))
+#: Faults. Each is off at 0 or empty.
+FAULT_CRASH_AFTER_COMMIT = _bool("FAULT_CRASH_AFTER_COMMIT", False)  # on a unit's first delivery
+FAULT_FAIL_FIRST_ATTEMPTS = _int("FAULT_FAIL_FIRST_ATTEMPTS", 0)  # raise before the effect
+FAULT_SLEEP_WHEN_COUNT = _int("FAULT_SLEEP_WHEN_COUNT", 0)  # a unit of this many followers...
+FAULT_SLEEP_S = _int("FAULT_SLEEP_S", 1000)  # ...blocks in time.sleep this long
+FAULT_CRASH_ON_LOGIN = _str("FAULT_CRASH_ON_LOGIN", "")  # os._exit on this follower login
+FAULT_RAISE_ON_LOGIN = _str("FAULT_RAISE_ON_LOGIN", "")  # exception on this follower login
+FAULT_UNIT_DELAY_MS = _int("FAULT_UNIT_DELAY_MS", 0)  # every unit takes this much longer

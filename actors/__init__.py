@@ -7,28 +7,40 @@ open in each process after the fork, on first use.
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.middleware import Retries, ShutdownNotifications, TimeLimit
+from dramatiq.middleware import CurrentMessage, Retries, ShutdownNotifications, TimeLimit
 
 import settings
 
-from .middleware import DeadLetters
+from .middleware import DeadLetters, DeliveryLimit, HardTimeLimit
+from .observe import EventLog, UnitLog
+
+
+def _middleware():
+    # Passing a list replaces Dramatiq's defaults: we keep what we need.
+    # before_* hooks run in this order, after_* hooks in reverse.
+    return [
+        *([EventLog()] if settings.RECORD_EVENTS else []),
+        UnitLog(json_lines=settings.LOG_FORMAT == "json"),
+        DeadLetters(),
+        DeliveryLimit(max_deliveries=settings.MAX_DELIVERIES),
+        HardTimeLimit(time_limit=settings.HARD_TIME_LIMIT_MS),
+        TimeLimit(time_limit=settings.TIME_LIMIT_MS),
+        ShutdownNotifications(),
+        CurrentMessage(),
+        Retries(
+            max_retries=settings.MAX_RETRIES,
+            min_backoff=settings.MIN_BACKOFF_MS,
+            max_backoff=settings.MAX_BACKOFF_MS,
+        ),
+    ]
+
 
 broker = RabbitmqBroker(
     url=settings.RABBITMQ_URL,
     # Retries re-publish a failed message; a confirm makes sure that copy
     # exists before the original is acked, or a retry could be lost.
     confirm_delivery=True,
-    # Passing a list replaces Dramatiq's defaults: we keep what we need.
-    middleware=[
-        DeadLetters(),
-        TimeLimit(time_limit=settings.TIME_LIMIT_MS),
-        ShutdownNotifications(),
-        Retries(
-            max_retries=settings.MAX_RETRIES,
-            min_backoff=settings.MIN_BACKOFF_MS,
-            max_backoff=settings.MAX_BACKOFF_MS,
-        ),
-    ],
+    middleware=_middleware(),
 )
 dramatiq.set_broker(broker)
 

@@ -1,15 +1,19 @@
 """The add-followers actors and the function that submits a job to them."""
 
 import logging
+import os
 
 import dramatiq
 from dramatiq import Message
+from dramatiq.middleware import CurrentMessage
 
 import followers
 import settings
 import validation
 from db import Job, database
 
+from . import faults
+from .middleware import attempt_of
 from .publishing import BrokerUnavailable, publisher
 
 logger = logging.getLogger(__name__)
@@ -42,10 +46,32 @@ def add_followers(*args, **fields):
     if args:
         raise validation.Invalid({"args": "positional arguments are not accepted"})
     unit = validation.validate(fields, validation.UNIT, strict=True)
+    if "swallow_errors" in settings.NAIVE:
+        # The original's §5 "fix": log everything, ack anyway.
+        try:
+            _run_unit(unit)
+        except Exception:
+            logger.exception("error swallowed, message acked: job %s unit %s", unit["job_id"], unit["chunk"])
+        return
+    _run_unit(unit)
+
+
+def _run_unit(unit):
+    message = CurrentMessage.get_current_message()
+    first_delivery = message is None or (attempt_of(message) == 1 and not getattr(message, "redelivered", False))
+    if faults.ACTIVE:
+        faults.before_effect(unit, attempt_of(message) if message else 1)
     with database.connection_context():
-        result = followers.apply_unit(**unit)
-    if result is None:
+        if "no_dedup" in settings.NAIVE:
+            followers.apply_unit_naively(**unit, after_commit=lambda: faults.after_commit(unit, first_delivery))
+            return
+        created, _, next_unit = followers.apply_unit(**unit)
+    if created is None:
         logger.info("job %s unit %s: done already, nothing to do", unit["job_id"], unit["chunk"])
+    if faults.ACTIVE:
+        faults.after_commit(unit, first_delivery)
+    if next_unit is not None:
+        publisher.publish([unit_message(*next_unit)])
 
 
 @dramatiq.actor(queue_name=settings.QUEUE_NAME, throws=PERMANENT)
@@ -65,7 +91,10 @@ def submit_job(user, followers_login, count):
     """Create a job and publish it; raise BrokerUnavailable, with the job
     marked failed, if RabbitMQ did not take it."""
     job = followers.create_job(user, followers_login, count)
-    if job.messages <= settings.MAX_MESSAGES_PUBLISHED_INLINE:
+    if job.ordered:
+        # One unit at a time: each unit publishes the next when it is done.
+        messages = [unit_message(job, 0)] if job.starts_now and job.messages else []
+    elif job.messages <= settings.MAX_MESSAGES_PUBLISHED_INLINE:
         messages = [unit_message(job, chunk) for chunk in range(job.messages)]
     else:
         messages = [split_job.message(job.id)]

@@ -1,27 +1,64 @@
-"""Worker middleware of our own, each a small class as Dramatiq's are."""
+"""Worker middleware of our own, each a small class as Dramatiq's are.
+
+They close the gaps of Dramatiq on RabbitMQ that the lab shows: a message
+that kills its worker is redelivered forever (Dramatiq counts retries inside
+the message, which a crash never updates), and TimeLimit cannot interrupt a
+thread blocked in a sleep, a socket or a C call.
+"""
 
 import logging
+import os
+import sys
+import threading
+import time
 
 import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 from peewee import PeeweeException
 
-from db import JobUnit, database
+from db import DeadLetter, DeliveryAttempt, JobUnit, database
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("followers.worker")
+
+
+class DeliveryLimitExceeded(Exception):
+    pass
 
 
 def failure_reason(message):
     exception = getattr(message, "_exception", None)
     if exception is None:
         return "failed"
+    if isinstance(exception, DeliveryLimitExceeded):
+        return str(exception)
     return f"{type(exception).__name__}: {exception}"
+
+
+def attempt_of(message):
+    """Which attempt this is: Dramatiq's retries plus crash redeliveries."""
+    return message.options.get("retries", 0) + getattr(message, "deliveries", 1)
+
+
+def unit_of(message):
+    """(job_id, chunk) of a unit-of-work message, or (None, None)."""
+    kwargs = message.kwargs if isinstance(message.kwargs, dict) else {}
+    job_id, chunk = kwargs.get("job_id"), kwargs.get("chunk")
+    if type(job_id) is int and type(chunk) is int:
+        return job_id, chunk
+    return None, None
+
+
+def dead_letter_now(message, exception):
+    """Send a message to the dead-letter queue without running it."""
+    message.stuff_exception(exception)
+    message.fail()
+    raise SkipMessage(str(exception))
 
 
 class DeadLetters(Middleware):
     """Says why a message went to the dead-letter queue (``<queue>.XQ``):
-    logs the reason and, for a unit of work, marks the unit failed with it,
-    so that ``GET /api/v1/jobs/{id}`` shows it.
+    logs the reason, records it in ``dead_letters`` and, for a unit of work,
+    marks the unit failed with it, so that ``GET /api/v1/jobs/{id}`` shows it.
 
     Also dead-letters a message for an actor this worker does not have:
     Dramatiq would otherwise fail inside its own middleware and ack it,
@@ -32,19 +69,108 @@ class DeadLetters(Middleware):
         try:
             broker.get_actor(message.actor_name)
         except dramatiq.errors.ActorNotFound as error:
-            message.stuff_exception(error)
-            message.fail()
-            raise SkipMessage(str(error)) from None
+            dead_letter_now(message, error)
 
     def after_nack(self, broker, message):
         reason = failure_reason(message)
         logger.warning("dead-lettered message %s (%s): %s", message.message_id, message.actor_name, reason)
-        kwargs = message.kwargs if isinstance(message.kwargs, dict) else {}
-        job_id, chunk = kwargs.get("job_id"), kwargs.get("chunk")
-        if type(job_id) is int and type(chunk) is int:
+        job_id, chunk = unit_of(message)
+        try:
+            with database.connection_context():
+                DeadLetter.record(
+                    message.message_id, message.queue_name, message.actor_name, reason, attempt_of(message)
+                )
+                if job_id is not None:
+                    JobUnit.mark_failed(job_id, chunk, reason)
+        except PeeweeException as error:
+            # Unknown job (foreign key) or database down: the log line stands.
+            logger.warning("could not record dead letter %s: %r", message.message_id, error)
+
+
+class DeliveryLimit(Middleware):
+    """Dead-letters a message once it has started ``max_deliveries`` times
+    without finishing, whatever killed its workers (``os._exit``, SIGKILL, the
+    OOM killer, the hard time limit).
+
+    Only RabbitMQ's ``redelivered`` flag costs a write: a first delivery is
+    free. A message that was merely prefetched by a dying worker counts one
+    start too many at most.
+
+    Parameters:
+      max_deliveries(int): Starts allowed; 0 turns counting off.
+    """
+
+    def __init__(self, *, max_deliveries):
+        self.max_deliveries = max_deliveries
+
+    def before_process_message(self, broker, message):
+        if not self.max_deliveries or not getattr(message, "redelivered", False):
+            return
+        with database.connection_context():
+            starts = DeliveryAttempt.count_redelivery(message.message_id)
+            last_error = DeliveryAttempt.last_error_of(message.message_id)
+        message.deliveries = starts
+        if starts > self.max_deliveries:
+            cause = last_error or "its worker died while running it"
+            dead_letter_now(
+                message,
+                DeliveryLimitExceeded(f"started {starts - 1} times without finishing; last: {cause}"),
+            )
+
+
+class HardTimeLimit(Middleware):
+    """Kills the worker process when a message runs past ``time_limit``.
+
+    Dramatiq's TimeLimit raises an exception in the worker thread, which a
+    thread blocked in ``time.sleep``, a socket or libpq never sees. The only
+    way to get such a slot back is to end the process: RabbitMQ then
+    redelivers its messages (units are idempotent), the supervisor (compose's
+    restart policy, the lab's runner) starts a new one, and DeliveryLimit
+    counts the start, so a message that always hangs is dead-lettered.
+
+    Parameters:
+      time_limit(int): Milliseconds; 0 turns the watchdog off.
+      interval(int): Milliseconds between checks.
+    """
+
+    def __init__(self, *, time_limit, interval=500):
+        self.time_limit = time_limit / 1000
+        self.interval = interval / 1000
+        self.running = {}  # thread id -> (message, monotonic start)
+        self.lock = threading.Lock()
+
+    def after_process_boot(self, broker):
+        if self.time_limit:
+            threading.Thread(target=self._watch, name="hard-time-limit", daemon=True).start()
+
+    def before_process_message(self, broker, message):
+        with self.lock:
+            self.running[threading.get_ident()] = (message, time.monotonic())
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        with self.lock:
+            self.running.pop(threading.get_ident(), None)
+
+    after_skip_message = after_process_message
+
+    def _watch(self):
+        while True:
+            time.sleep(self.interval)
+            now = time.monotonic()
+            with self.lock:
+                overdue = [(m, now - t) for m, t in self.running.values() if now - t > self.time_limit]
+            if overdue:
+                self._kill(overdue)
+
+    def _kill(self, overdue):
+        for message, elapsed in overdue:
+            reason = f"killed by the hard time limit ({self.time_limit:g} s) after {elapsed:.1f} s"
+            logger.critical("message %s (%s): %s; exiting", message.message_id, message.actor_name, reason)
             try:
                 with database.connection_context():
-                    JobUnit.mark_failed(job_id, chunk, reason)
+                    DeliveryAttempt.note_kill(message.message_id, reason)
             except PeeweeException as error:
-                # Unknown job (foreign key) or database down: the log line stands.
-                logger.warning("could not record dead letter of job %s unit %s: %r", job_id, chunk, error)
+                logger.error("could not record the kill of %s: %r", message.message_id, error)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(75)  # the dramatiq main process stops its other workers and exits

@@ -25,4 +25,6 @@ database = PooledPostgresqlDatabase(
     stale_timeout=300,
     connect_timeout=5,
     application_name="followers",
+    # A query stuck on a lock or a runaway plan is cancelled, not waited on forever.
+    options=f"-c statement_timeout={settings.STATEMENT_TIMEOUT_MS}",
 )

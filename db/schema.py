@@ -11,12 +11,17 @@ import psycopg2
 from psycopg2 import sql
 
 from .database import connect_params, database
+from .messages import MESSAGE_MODELS
 from .models import MODELS
+
+ALL_MODELS = MODELS + MESSAGE_MODELS
 
 logger = logging.getLogger(__name__)
 
 #: Idempotent statements that bring an older schema up to date, in order.
-UPGRADES = []
+UPGRADES = [
+    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS ordered BOOLEAN NOT NULL DEFAULT FALSE",
+]
 
 
 def create_database(url=None):
@@ -55,14 +60,14 @@ def drop_database(url=None):
 def create_schema():
     with database.connection_context():
         with database.atomic():
-            database.create_tables(MODELS, safe=True)
+            database.create_tables(ALL_MODELS, safe=True)
             for statement in UPGRADES:
                 database.execute_sql(statement)
 
 
 def truncate_all():
     """Empty every table (tests and the lab start each run from nothing)."""
-    tables = ", ".join(model._meta.table_name for model in MODELS)
+    tables = ", ".join(model._meta.table_name for model in ALL_MODELS)
     with database.connection_context():
         database.execute_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
 

@@ -87,8 +87,8 @@ def test_job_is_split_into_chunks(author):
 
 def test_a_unit_applied_twice_commits_once(author):
     job = followers.create_job(author, "fan", 10, chunk_size=4)
-    assert followers.apply_unit(**_unit(job, 1)) == (4, 0)
-    assert followers.apply_unit(**_unit(job, 1)) is None
+    assert followers.apply_unit(**_unit(job, 1)) == (4, 0, None)
+    assert followers.apply_unit(**_unit(job, 1)) == (None, None, None)
     assert Subscription.select().where(Subscription.author == author).count() == 4
     assert JobUnit.get(job=job.id, chunk=1).created == 4
 
@@ -112,7 +112,7 @@ def test_a_dead_lettered_unit_fails_the_job_and_a_replay_mends_it(author):
     state = job.to_dict()
     assert state["status"] == "failed" and state["errors"] == ["unit 1: RuntimeError: boom"]
     JobUnit.mark_failed(job.id, 0, "late duplicate")  # never undoes a done unit
-    assert followers.apply_unit(**_unit(job, 1)) == (2, 0)
+    assert followers.apply_unit(**_unit(job, 1)) == (2, 0, None)
     state = job.to_dict()
     assert (state["status"], state["created"], state["errors"]) == ("done", 4, [])
 
@@ -128,3 +128,35 @@ def test_a_unit_that_does_not_match_its_job_is_invalid(author, change):
     with pytest.raises(followers.InvalidUnit):
         followers.apply_unit(**{**_unit(job, 0), **change})
     assert Subscription.select().count() == 0
+
+
+def test_ordered_units_name_the_next_one(author):
+    job = followers.create_job(author, "fan", 4, chunk_size=2, ordered=True)
+    assert job.starts_now
+    second = followers.create_job(author, "more", 2, chunk_size=2, ordered=True)
+    assert not second.starts_now  # behind the first job
+    _, _, following = followers.apply_unit(**_unit(job, 0))
+    assert (following[0].id, following[1]) == (job.id, 1)
+    _, _, following = followers.apply_unit(**_unit(job, 1))
+    assert (following[0].id, following[1]) == (second.id, 0)  # the last unit starts the next job
+    # A redelivered last unit names the same next unit again (publishing twice is harmless).
+    assert followers.apply_unit(**_unit(job, 1))[2][0].id == second.id
+    third = followers.create_job(author, "last", 2, chunk_size=2, ordered=True)
+    assert not third.starts_now
+    followers.apply_unit(**_unit(second, 0))
+    assert followers.create_job(author, "free", 2, chunk_size=2, ordered=False).starts_now
+
+
+def test_an_ordered_job_starts_now_when_the_previous_one_is_done(author):
+    job = followers.create_job(author, "fan", 2, chunk_size=2, ordered=True)
+    followers.apply_unit(**_unit(job, 0))
+    assert followers.create_job(author, "next", 2, chunk_size=2, ordered=True).starts_now
+
+
+def test_naive_apply_fails_on_redelivery_like_the_original(author):
+    from peewee import IntegrityError
+
+    job = followers.create_job(author, "fan", 3, chunk_size=3)
+    assert followers.apply_unit_naively(**_unit(job, 0), after_commit=lambda: None) == (3, 0, None)
+    with pytest.raises(IntegrityError):
+        followers.apply_unit_naively(**_unit(job, 0), after_commit=lambda: None)

@@ -1,0 +1,110 @@
+"""Seeing what the workers do: a log line per processed message, and the
+lab's event rows."""
+
+import datetime
+import json
+import logging
+import os
+import threading
+import time
+
+from dramatiq.middleware import Middleware
+from peewee import PeeweeException
+
+from db import MessageEvent, database
+
+from .middleware import attempt_of, failure_reason, unit_of
+
+logger = logging.getLogger("followers.units")
+
+
+def outcome_of(message, exception):
+    if message.failed:
+        return "dead-lettered"
+    if exception is not None:
+        return "retrying"
+    return "done"
+
+
+class UnitLog(Middleware):
+    """One line per processed message: job, unit, attempt, duration, outcome.
+
+    Parameters:
+      json_lines(bool): One JSON object per line instead of key=value text.
+    """
+
+    def __init__(self, *, json_lines=False):
+        self.json_lines = json_lines
+        self.local = threading.local()
+
+    def before_process_message(self, broker, message):
+        self.local.started = time.monotonic()
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        started = getattr(self.local, "started", None) or time.monotonic()
+        job_id, chunk = unit_of(message)
+        record = {
+            "message": message.message_id,
+            "actor": message.actor_name,
+            "job": job_id,
+            "unit": chunk,
+            "attempt": attempt_of(message),
+            "ms": round((time.monotonic() - started) * 1000, 1),
+            "outcome": outcome_of(message, exception),
+        }
+        if exception is not None:
+            record["error"] = failure_reason(message)
+        if self.json_lines:
+            logger.info(json.dumps(record))
+        else:
+            logger.info(" ".join(f"{key}={value}" for key, value in record.items()))
+
+    def after_skip_message(self, broker, message):
+        self.after_process_message(broker, message, exception=getattr(message, "_exception", None))
+
+
+class EventLog(Middleware):
+    """Records each processing of a message in ``message_events``: a row at
+    the start (so a worker that dies mid-message leaves it ``running``) and
+    its end. Two writes per message: for the lab only, off by default."""
+
+    def __init__(self):
+        self.local = threading.local()
+
+    def before_process_message(self, broker, message):
+        job_id, chunk = unit_of(message)
+        user_id = message.kwargs.get("user_id") if isinstance(message.kwargs, dict) else None
+        try:
+            with database.connection_context():
+                self.local.event = MessageEvent.create(
+                    message_id=message.message_id,
+                    actor_name=message.actor_name,
+                    job_id=job_id,
+                    chunk=chunk,
+                    user_id=user_id if type(user_id) is int else None,
+                    pid=os.getpid(),
+                    thread=threading.current_thread().name,
+                    redelivered=int(bool(getattr(message, "redelivered", False))),
+                    started=datetime.datetime.now(datetime.timezone.utc),
+                )
+        except PeeweeException as error:
+            self.local.event = None
+            logging.getLogger(__name__).warning("could not record event: %r", error)
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        event = getattr(self.local, "event", None)
+        self.local.event = None
+        if event is None:
+            return
+        try:
+            with database.connection_context():
+                MessageEvent.update(
+                    ended=datetime.datetime.now(datetime.timezone.utc),
+                    outcome=outcome_of(message, exception),
+                    error=failure_reason(message) if exception is not None else None,
+                ).where(MessageEvent.id == event.id).execute()
+        except PeeweeException as error:
+            logging.getLogger(__name__).warning("could not record event end: %r", error)
+
+    def after_skip_message(self, broker, message):
+        self.after_process_message(broker, message, exception=getattr(message, "_exception", None))

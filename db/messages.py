@@ -1,0 +1,109 @@
+"""What the workers record about messages, as opposed to what they do.
+
+Each table is written off the happy path only: a redelivery, a dead letter,
+or the lab's event log (off unless RECORD_EVENTS is set).
+"""
+
+from peewee import CharField, IntegerField, TextField, fn
+
+from .models import BaseModel, TimestampTZField
+
+
+class DeliveryAttempt(BaseModel):
+    """Starts of a message that RabbitMQ redelivered (after a worker crash,
+    a kill by the hard time limit, a lost connection). Kept in PostgreSQL, so
+    a crash cannot reset the count as it resets Dramatiq's in-message one.
+    A first delivery writes nothing: counting must not tax the happy path."""
+
+    message_id = CharField(max_length=64, primary_key=True)
+    starts = IntegerField()
+    last_error = TextField(null=True)
+
+    class Meta:
+        table_name = "delivery_attempts"
+
+    @classmethod
+    def count_redelivery(cls, message_id):
+        """Record a start of a redelivered message; returns how many starts
+        it has had at least, this one included (the unrecorded first is 1)."""
+        query = (
+            cls.insert(message_id=message_id, starts=2)
+            .on_conflict(
+                conflict_target=[cls.message_id],
+                update={cls.starts: cls.starts + 1, cls.updated_at: fn.now()},
+            )
+            .returning(cls.starts)
+        )
+        return list(query.execute())[0].starts
+
+    @classmethod
+    def note_kill(cls, message_id, reason):
+        """The worker is about to kill itself over this message: keep why."""
+        (
+            cls.insert(message_id=message_id, starts=1, last_error=reason)
+            .on_conflict(
+                conflict_target=[cls.message_id],
+                update={cls.last_error: reason, cls.updated_at: fn.now()},
+            )
+            .execute()
+        )
+
+    @classmethod
+    def last_error_of(cls, message_id):
+        row = cls.get_or_none(cls.message_id == message_id)
+        return row.last_error if row else None
+
+
+class DeadLetter(BaseModel):
+    """Why a message went to the dead-letter queue; the message itself stays
+    in RabbitMQ (``<queue>.XQ``), where ``python -m lab dlq`` finds it."""
+
+    message_id = CharField(max_length=64, primary_key=True)
+    queue_name = CharField(max_length=255)
+    actor_name = CharField(max_length=255)
+    reason = TextField()
+    attempts = IntegerField()
+
+    class Meta:
+        table_name = "dead_letters"
+
+    @classmethod
+    def record(cls, message_id, queue_name, actor_name, reason, attempts):
+        (
+            cls.insert(
+                message_id=message_id,
+                queue_name=queue_name,
+                actor_name=actor_name,
+                reason=reason,
+                attempts=attempts,
+            )
+            .on_conflict(
+                conflict_target=[cls.message_id],
+                update={cls.reason: reason, cls.attempts: attempts, cls.updated_at: fn.now()},
+            )
+            .execute()
+        )
+
+
+class MessageEvent(BaseModel):
+    """One processing of one message by one worker thread (the lab's record).
+    A row left ``running`` is a delivery whose worker died under it."""
+
+    message_id = CharField(max_length=64, index=True)
+    actor_name = CharField(max_length=255)
+    job_id = IntegerField(null=True)
+    chunk = IntegerField(null=True)
+    user_id = IntegerField(null=True)
+    pid = IntegerField()
+    thread = CharField(max_length=64)
+    redelivered = IntegerField(default=0)
+    started = TimestampTZField()
+    ended = TimestampTZField(null=True)
+    outcome = CharField(max_length=32, default="running")
+    error = TextField(null=True)
+
+    class Meta:
+        table_name = "message_events"
+
+
+MESSAGE_MODELS = [DeliveryAttempt, DeadLetter, MessageEvent]
