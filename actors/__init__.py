@@ -20,9 +20,9 @@ def _middleware():
     # before_* hooks run in this order, after_* hooks in reverse.
     return [
         *([EventLog()] if settings.RECORD_EVENTS else []),
-        UnitLog(json_lines=settings.LOG_FORMAT == "json"),
         DeadLetters(),
         DeliveryLimit(max_deliveries=settings.MAX_DELIVERIES),
+        UnitLog(json_lines=settings.LOG_FORMAT == "json"),
         HardTimeLimit(time_limit=settings.HARD_TIME_LIMIT_MS),
         TimeLimit(time_limit=settings.TIME_LIMIT_MS),
         ShutdownNotifications(),

@@ -29,8 +29,8 @@ def failure_reason(message):
     exception = getattr(message, "_exception", None)
     if exception is None:
         return "failed"
-    if isinstance(exception, DeliveryLimitExceeded):
-        return str(exception)
+    if isinstance(exception, (SkipMessage, DeliveryLimitExceeded)):
+        return str(exception)  # dead_letter_now's reason, already a sentence
     return f"{type(exception).__name__}: {exception}"
 
 

@@ -39,6 +39,7 @@ class UnitLog(Middleware):
 
     def before_process_message(self, broker, message):
         self.local.started = time.monotonic()
+        self.local.attempt = attempt_of(message)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         started = getattr(self.local, "started", None) or time.monotonic()
@@ -48,7 +49,8 @@ class UnitLog(Middleware):
             "actor": message.actor_name,
             "job": job_id,
             "unit": chunk,
-            "attempt": attempt_of(message),
+            # Taken at the start: Retries has counted this failure by now.
+            "attempt": getattr(self.local, "attempt", None) or attempt_of(message),
             "ms": round((time.monotonic() - started) * 1000, 1),
             "outcome": outcome_of(message, exception),
         }

@@ -129,8 +129,13 @@ class Stack:
       log_dir(Path): Where the processes' output goes.
     """
 
-    def __init__(self, name, *, env=None, processes=2, threads=8, supervise=False, log_dir=None, api_workers=2):
+    def __init__(
+        self, name, *, env=None, processes=2, threads=8, supervise=False, log_dir=None, api_workers=2, stop_timeout=15
+    ):
         self.name = name
+        self.stop_timeout = stop_timeout
+        self.worker_exits = []  # (time.time(), exit code) of each dramatiq exit seen by the supervisor
+        self.process_exits = {}  # worker process pid -> time.time() the supervisor saw it gone
         self.port = free_port()
         self.processes = processes
         self.threads = threads
@@ -166,9 +171,13 @@ class Stack:
 
     # --- Set-up ----------------------------------------------------------
 
-    def reset(self):
-        """A fresh database and empty queues for this stack."""
-        self._run_python("-c", "import db.schema as s; s.drop_database(); s.set_up()")
+    def reset(self, *, fresh=True):
+        """An empty database and empty queues for this stack: dropped and
+        created anew, or (``fresh=False``, faster) emptied in place."""
+        if fresh:
+            self._run_python("-c", "import db.schema as s; s.drop_database(); s.set_up()")
+        else:
+            self._run_python("-c", "import db.schema as s; s.set_up(); s.truncate_all()")
         delete_queues(self.queue_name)
 
     def _run_python(self, *args):
@@ -191,9 +200,9 @@ class Stack:
         if not self.api.alive:
             raise RuntimeError(f"gunicorn exited:\n{self.api.log_tail()}")
         try:
-            return requests.get(f"{self.url}/health", timeout=2).status_code in (200, 503)
-        except requests.ConnectionError:
-            return False
+            return requests.get(f"{self.url}/health", timeout=5).status_code in (200, 503)
+        except (requests.ConnectionError, requests.Timeout):
+            return False  # still booting (a busy machine boots slowly)
 
     def start_workers(self):
         argv = [
@@ -219,8 +228,16 @@ class Stack:
         )
 
     def _supervise(self):
-        while not self._stopping.wait(0.2):
-            if self.workers is not None and not self.workers.alive:
+        children = set()
+        while not self._stopping.wait(0.1):
+            if self.workers is None:
+                continue
+            now_children = set(self.workers.children())
+            for pid in children - now_children:
+                self.process_exits[pid] = time.time()
+            children = now_children
+            if not self.workers.alive:
+                self.worker_exits.append((time.time(), self.workers.popen.returncode))
                 self.workers.stop(timeout=1)  # reap what is left of the group
                 self.worker_restarts += 1
                 self.workers.start()
@@ -237,7 +254,7 @@ class Stack:
             self._supervisor.join(5)
         for process in (self.workers, self.api):
             if process is not None:
-                process.stop()
+                process.stop(self.stop_timeout)
 
     def __enter__(self):
         return self

@@ -1,0 +1,66 @@
+"""python -m lab: the failure lab.
+
+  python -m lab list                          the scenarios
+  python -m lab run SCENARIO [--mode naive|robust]
+  python -m lab all                           every scenario in every mode
+  python -m lab dlq list|show|replay|purge    the dead-letter queue
+"""
+
+import argparse
+import sys
+
+from . import dlq
+from .runner import run, table
+from .scenarios import BY_NAME, SCENARIOS
+
+
+def cmd_list(args):
+    for scenario in SCENARIOS:
+        modes = ", ".join(f"{name}: {mode.expected}" for name, mode in scenario.modes.items())
+        print(f"{scenario.name:<11} {scenario.original:<3} {scenario.title}\n{'':16}{modes}")
+    return 0
+
+
+def _run_many(pairs):
+    results = [run(scenario, mode) for scenario, mode in pairs]
+    print()
+    print(table(results))
+    failed = [r for r in results if r.verdict == "FAILED"]
+    if failed:
+        print(f"\n{len(failed)} FAILED: the logs of the last run are in artifacts/logs/lab/", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_run(args):
+    scenario = BY_NAME.get(args.scenario)
+    if scenario is None:
+        print(f"no scenario {args.scenario!r}; `python -m lab list` shows them", file=sys.stderr)
+        return 2
+    modes = [args.mode] if args.mode else list(scenario.modes)
+    unknown = [mode for mode in modes if mode not in scenario.modes]
+    if unknown:
+        print(f"{scenario.name} has no {unknown[0]} mode; it has: {', '.join(scenario.modes)}", file=sys.stderr)
+        return 2
+    return _run_many([(scenario, mode) for mode in modes])
+
+
+def cmd_all(args):
+    return _run_many([(scenario, mode) for scenario in SCENARIOS for mode in scenario.modes])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="list the scenarios").set_defaults(func=cmd_list)
+    run_parser = commands.add_parser("run", help="run one scenario")
+    run_parser.add_argument("scenario")
+    run_parser.add_argument("--mode", choices=["naive", "robust"])
+    run_parser.set_defaults(func=cmd_run)
+    commands.add_parser("all", help="run every scenario in every mode").set_defaults(func=cmd_all)
+    dlq.add_parser(commands)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

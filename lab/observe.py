@@ -1,0 +1,139 @@
+"""What a scenario observed, read from where a user would look: the
+database, the queues, and the events the workers recorded. Never from what
+the runner expected."""
+
+import os
+
+import psycopg2
+
+from db.database import connect_params
+
+from .services import queue_depth
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+class Observer:
+    """Read-only queries against one lab stack's database and queues."""
+
+    def __init__(self, stack):
+        self.stack = stack
+        self.conn = psycopg2.connect(**connect_params(stack.database_url))
+        self.conn.autocommit = True
+
+    def close(self):
+        self.conn.close()
+
+    def _rows(self, query, params=()):
+        with self.conn.cursor() as cursor:
+            cursor.execute(query, params)
+            return cursor.fetchall()
+
+    def _value(self, query, params=()):
+        return self._rows(query, params)[0][0]
+
+    # --- Jobs ------------------------------------------------------------
+
+    def jobs(self):
+        """Per job: (id, user, messages, units done, units failed)."""
+        return self._rows(
+            """
+            SELECT j.id, j.user_id, j.messages,
+                   count(*) FILTER (WHERE u.status = 'done'),
+                   count(*) FILTER (WHERE u.status = 'failed')
+            FROM jobs j LEFT JOIN job_units u ON u.job_id = j.id
+            GROUP BY j.id ORDER BY j.id
+            """
+        )
+
+    def finished_jobs(self):
+        return sum(1 for _, _, total, done, failed in self.jobs() if done + failed == total)
+
+    def units_unaccounted(self):
+        """Units neither done nor dead-lettered: lost, once nothing runs."""
+        return sum(total - done - failed for _, _, total, done, failed in self.jobs())
+
+    def followers_created(self, user_ids):
+        return self._value("SELECT count(*) FROM subscriptions WHERE author_id = ANY(%s)", (list(user_ids),))
+
+    def order_inversions(self, user_ids):
+        """Adjacent followers of one user (by index i in ``login_#i``) whose
+        rows were created in the opposite order (a lower id for i + 1)."""
+        return self._value(
+            """
+            SELECT count(*) FROM (
+                SELECT u.id < lag(u.id) OVER (
+                           PARTITION BY s.author_id, split_part(u.login, '_#', 1)
+                           ORDER BY split_part(u.login, '_#', 2)::int) AS inverted
+                FROM subscriptions s JOIN users u ON u.id = s.follower_id
+                WHERE s.author_id = ANY(%s)
+            ) pairs WHERE inverted
+            """,
+            (list(user_ids),),
+        )
+
+    # --- Events ----------------------------------------------------------
+
+    def events(self):
+        return self._rows(
+            """
+            SELECT message_id, job_id, chunk, user_id, pid, thread, redelivered,
+                   extract(epoch FROM started), extract(epoch FROM ended), outcome, error
+            FROM message_events ORDER BY started
+            """
+        )
+
+    def unique_violations(self):
+        return self._value(
+            "SELECT count(*) FROM message_events WHERE error ILIKE '%%unique%%' OR error ILIKE '%%IntegrityError%%'"
+        )
+
+    def worker_pids(self):
+        return self._value("SELECT count(DISTINCT pid) FROM message_events WHERE outcome = 'done'")
+
+    def seconds_since_activity(self):
+        """Seconds since any delivery last started or ended (None: never)."""
+        return self._value(
+            "SELECT extract(epoch FROM now() - max(greatest(started, coalesce(ended, started)))) FROM message_events"
+        )
+
+    def running_now(self):
+        """Deliveries still running in a live worker."""
+        rows = self._rows("SELECT DISTINCT pid FROM message_events WHERE outcome = 'running'")
+        return sum(1 for (pid,) in rows if _alive(pid))
+
+    def worker_crashes(self):
+        """Worker processes that died in the middle of a message."""
+        rows = self._rows("SELECT DISTINCT pid FROM message_events WHERE outcome = 'running'")
+        return sum(1 for (pid,) in rows if not _alive(pid))
+
+    # --- Queues ----------------------------------------------------------
+
+    def ready(self):
+        """Messages waiting in the work queue and the retry-delay queue."""
+        name = self.stack.queue_name
+        return queue_depth(name) + queue_depth(f"{name}.DQ")
+
+    def dead_lettered(self):
+        return queue_depth(f"{self.stack.queue_name}.XQ")
+
+    def drained(self, settle):
+        """Nothing left to do: every job finished, or nothing queued, nothing
+        running and no activity for ``settle`` seconds (a retry waits unacked
+        in a worker for its backoff; work acked without its effect is lost,
+        not pending)."""
+        jobs = self.jobs()
+        if jobs and all(done + failed == total for _, _, total, done, failed in jobs):
+            return True
+        if self.ready() or self.running_now():
+            return False
+        idle = self.seconds_since_activity()
+        return idle is None or float(idle) >= settle

@@ -1,0 +1,150 @@
+"""Run a scenario for real: reset its database and queues, start the API and
+supervised workers with the scenario's settings, send the original's requests
+over HTTP, wait (showing progress) for the queue to drain or the window to
+close, observe, stop everything, and judge."""
+
+import sys
+import time
+from dataclasses import dataclass
+
+from .observe import Observer
+from .scenarios import COMMON_ENV, send_bad_messages
+from .services import Stack
+
+#: How long "nothing queued, nothing running" must hold to count as drained:
+#: longer than the longest retry backoff (MAX_BACKOFF_MS) plus the second a
+#: worker may take to move a delayed message back to the work queue.
+SETTLE_S = 2.0
+
+
+@dataclass
+class Result:
+    scenario: str
+    original: str
+    mode: str
+    expected: str
+    observed: str
+    verdict: str
+    seen: dict
+    events: list
+    worker_exits: list
+    started: float
+
+
+def log(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+def run(scenario, mode_name, *, progress=True):
+    mode = scenario.modes[mode_name]
+    env = {**COMMON_ENV, **scenario.env, **mode.env}
+    stack = Stack(
+        "lab", env=env, processes=mode.processes, threads=mode.threads, supervise=True, stop_timeout=3
+    )
+    log(f"--- {scenario.name} ({scenario.original}), {mode_name}: {scenario.title}")
+    try:
+        stack.reset(fresh=False)
+        stack.start_api()
+        if scenario.needs_workers:
+            stack.start_workers()
+            stack.wait_workers_ready()
+        return _drive_and_judge(scenario, mode_name, mode, stack, progress)
+    finally:
+        stack.stop()
+
+
+def _drive_and_judge(scenario, mode_name, mode, stack, progress):
+    observer = Observer(stack)
+    try:
+        started = time.time()
+        users, requested, http_errors = {}, 0, 0
+        for user_login, followers_login, count, is_async in scenario.requests:
+            if user_login not in users:
+                response = stack.post("/api/v1/users", json={"login": user_login, "password": "pw", "age": 30})
+                users[user_login] = response.json()["id"]
+            response = stack.post(
+                "/api/v1/add-followers",
+                data={"userId": users[user_login], "followersLogin": followers_login, "count": count,
+                      "async": is_async},
+            )
+            http_errors += response.status_code >= 400
+            requested += count
+        send_bad_messages(scenario, stack.queue_name)
+        drain_s = _wait_drained(observer, stack, mode.window, started, progress)
+        seen = _observe(observer, stack, users.values(), requested, http_errors, drain_s)
+        verdict, observed = scenario.judge(mode_name, seen)
+        return Result(scenario.name, scenario.original, mode_name, mode.expected, observed, verdict, seen,
+                      observer.events(), list(stack.worker_exits), started)
+    finally:
+        observer.close()
+
+
+def _wait_drained(observer, stack, window, started, progress):
+    """Seconds until drained, or None if the window closed first."""
+    last_report = 0
+    while True:
+        now = time.time()
+        if observer.drained(SETTLE_S):
+            idle = observer.seconds_since_activity()
+            return round(now - float(idle or 0) - started, 1)
+        if now - started > window:
+            return None
+        if progress and now - last_report >= 1:
+            last_report = now
+            log(
+                f"    {now - started:4.0f} s  jobs finished {observer.finished_jobs()}/{len(observer.jobs())}"
+                f"  queued {observer.ready()}  dead-lettered {observer.dead_lettered()}"
+                f"  worker restarts {stack.worker_restarts}"
+            )
+        time.sleep(0.2)
+
+
+def _observe(observer, stack, user_ids, requested, http_errors, drain_s):
+    jobs = observer.jobs()
+    events = observer.events()
+    return {
+        "requested": requested,
+        "created": observer.followers_created(user_ids),
+        "http_errors": http_errors,
+        "jobs": len(jobs),
+        "jobs_done": sum(1 for _, _, total, done, _ in jobs if done == total),
+        "lost": observer.units_unaccounted() if drain_s is not None else 0,
+        "dead": observer.dead_lettered(),
+        "unique_violations": observer.unique_violations(),
+        "inversions": observer.order_inversions(user_ids),
+        "busy_processes": observer.worker_pids(),
+        "crashes": observer.worker_crashes(),
+        "drain_s": drain_s,
+        "slot_freed_s": _slot_freed(events, stack.process_exits),
+    }
+
+
+def _slot_freed(events, process_exits):
+    """Longest time from the start of a delivery that its worker process did
+    not survive to that process's end (the killer's slot coming free)."""
+    waits = [
+        process_exits[pid] - float(started)
+        for _, _, _, _, pid, _, _, started, ended, outcome, _ in events
+        if outcome == "running" and ended is None and pid in process_exits
+    ]
+    return max(waits) if waits else None
+
+
+def table(results):
+    """The verdict table, as text."""
+    header = ("scenario", "mode", "expected", "observed", "drain", "verdict")
+    rows = [
+        (
+            f"{r.scenario} {r.original}",
+            r.mode,
+            r.expected,
+            r.observed,
+            "never" if r.seen["drain_s"] is None else f"{r.seen['drain_s']} s",
+            r.verdict,
+        )
+        for r in results
+    ]
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)

@@ -1,0 +1,206 @@
+"""The scenarios: one per step of the original lesson (§1, §3–§8).
+
+Each says how the workers run in each mode (their environment, processes,
+threads), what it sends over HTTP, and how to judge what was observed.
+Sleeps are scaled down from the original's so that every scenario, in both
+modes, fits in a few minutes on two cores.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+from .services import publish_raw
+
+#: Every lab worker records its events and backs off briefly.
+COMMON_ENV = {
+    "RECORD_EVENTS": "1",
+    "PASSWORD_HASH_COST": "1024",
+    "MAX_RETRIES": "3",
+    "MIN_BACKOFF_MS": "100",
+    "MAX_BACKOFF_MS": "500",
+}
+HARD_LIMIT_S = 2
+
+
+@dataclass
+class Mode:
+    env: dict = field(default_factory=dict)
+    processes: int = 2
+    threads: int = 2
+    expected: str = ""
+    window: float = 30  # seconds to wait for the queue to drain
+
+
+@dataclass
+class Scenario:
+    name: str
+    original: str
+    title: str
+    env: dict
+    modes: dict  # "naive" / "robust" -> Mode
+    requests: list  # (user login, followers login, count, async) in sending order
+    bad_messages: list = field(default_factory=list)
+    needs_workers: bool = True
+
+    def judge(self, mode, seen):
+        """(verdict, observed text) from the observation dict ``seen``."""
+        return JUDGES[self.name](self, mode, seen)
+
+
+def _created(seen):
+    return f"{seen['created']} of {seen['requested']} created"
+
+
+def judge_sync(scenario, mode, seen):
+    ok = seen["created"] == seen["requested"] and seen["http_errors"] == 0
+    return ("SOLVED" if ok else "FAILED"), _created(seen)
+
+
+def judge_async(scenario, mode, seen):
+    ok = seen["created"] == seen["requested"] and seen["dead"] == len(scenario.bad_messages) and seen["drain_s"]
+    return ("SOLVED" if ok else "FAILED"), f"{_created(seen)}; {seen['dead']} bad messages dead-lettered"
+
+
+def judge_redelivery(scenario, mode, seen):
+    text = (
+        f"{_created(seen)}; {seen['unique_violations']} unique-violation errors; "
+        f"jobs done {seen['jobs_done']}/{seen['jobs']}; {seen['crashes']} worker crashes"
+    )
+    if mode == "naive":
+        reproduced = seen["unique_violations"] > 0 and seen["jobs_done"] < seen["jobs"]
+        return ("REPRODUCED" if reproduced else "FAILED"), text
+    ok = (seen["created"] == seen["requested"] and seen["unique_violations"] == 0
+          and seen["jobs_done"] == seen["jobs"] and seen["crashes"] > 0)
+    return ("SOLVED" if ok else "FAILED"), text
+
+
+def judge_swallow(scenario, mode, seen):
+    text = f"{_created(seen)}; {seen['lost']} units lost; {seen['dead']} dead-lettered"
+    if mode == "naive":
+        return ("REPRODUCED" if seen["lost"] > 0 else "FAILED"), text
+    ok = seen["created"] == seen["requested"] and seen["lost"] == 0 and seen["dead"] == 0
+    return ("SOLVED" if ok else "FAILED"), text
+
+
+def judge_killer(scenario, mode, seen):
+    others = seen["jobs"] - 1
+    text = f"{seen['jobs_done']}/{others} other jobs done; killer dead-lettered {seen['dead']}"
+    if seen["slot_freed_s"] is not None:
+        text += f"; slot freed after {seen['slot_freed_s']:.1f} s (limit {HARD_LIMIT_S} s)"
+    if mode == "naive":
+        return ("REPRODUCED" if seen["jobs_done"] < others and not seen["drain_s"] else "FAILED"), text
+    ok = (seen["jobs_done"] == others and seen["dead"] == 1 and seen["slot_freed_s"] is not None
+          and seen["slot_freed_s"] <= HARD_LIMIT_S + 5)
+    return ("SOLVED" if ok else "FAILED"), text
+
+
+def judge_prefetch(scenario, mode, seen):
+    text = f"{seen['inversions']} order inversions; {seen['busy_processes']} processes busy; {_created(seen)}"
+    if mode == "naive":
+        return ("REPRODUCED" if seen["inversions"] > 0 else "FAILED"), text
+    ok = seen["inversions"] == 0 and seen["busy_processes"] >= 2 and seen["created"] == seen["requested"]
+    return ("SOLVED" if ok else "FAILED"), text
+
+
+def judge_poison(scenario, mode, seen):
+    text = f"{seen['crashes']} worker crashes; {seen['dead']} dead-lettered; {_created(seen)}"
+    if mode == "naive":
+        return ("REPRODUCED" if not seen["drain_s"] and seen["crashes"] >= 2 else "FAILED"), text
+    max_deliveries = int(scenario.modes["robust"].env["MAX_DELIVERIES"])
+    ok = (seen["dead"] == 1 and seen["created"] == seen["requested"] - 1
+          and seen["crashes"] <= max_deliveries and seen["drain_s"])
+    return ("SOLVED" if ok else "FAILED"), text
+
+
+JUDGES = {
+    "sync": judge_sync,
+    "async": judge_async,
+    "redelivery": judge_redelivery,
+    "swallow": judge_swallow,
+    "killer": judge_killer,
+    "prefetch": judge_prefetch,
+    "poison": judge_poison,
+}
+
+
+def _original_format(queue):
+    return json.dumps({"userId": 1, "followerLogin": "x", "count": 1}).encode()
+
+
+SCENARIOS = [
+    Scenario(
+        "sync", "§1", "add 100 followers synchronously",
+        env={}, needs_workers=False,
+        modes={"robust": Mode(expected="100 created")},
+        requests=[("author", "sync_follower", 100, 0)],
+    ),
+    Scenario(
+        "async", "§3", "add 100 followers through the queue; bad messages beside them",
+        env={"FOLLOWERS_PER_MESSAGE": "100"},
+        modes={"robust": Mode(expected="100 created; bad messages dead-lettered")},
+        requests=[("author", "async_follower", 100, 1)],
+        bad_messages=[lambda q: b"{not json", _original_format],
+    ),
+    Scenario(
+        "redelivery", "§4", "the worker dies after committing, before the ack",
+        env={"FOLLOWERS_PER_MESSAGE": "20", "FAULT_CRASH_AFTER_COMMIT": "1"},
+        modes={
+            "naive": Mode(env={"NAIVE": "no_dedup", "MAX_DELIVERIES": "0"},
+                          expected="duplicates/errors, job not done", window=25),
+            "robust": Mode(expected="exactly count, job done"),
+        },
+        requests=[("author", "redelivered", 100, 1)],
+    ),
+    Scenario(
+        "swallow", "§5", "every unit fails twice before it succeeds",
+        env={"FOLLOWERS_PER_MESSAGE": "10", "FAULT_FAIL_FIRST_ATTEMPTS": "2"},
+        modes={
+            "naive": Mode(env={"NAIVE": "swallow_errors"}, expected="units lost"),
+            "robust": Mode(expected="all created after retries"),
+        },
+        requests=[("author", "swallowed", 50, 1)],
+    ),
+    Scenario(
+        "killer", "§6", "a unit of count 5 sleeps 1000 s",
+        env={"FOLLOWERS_PER_MESSAGE": "1000", "FAULT_SLEEP_WHEN_COUNT": "5", "FAULT_SLEEP_S": "1000",
+             "TIME_LIMIT_MS": "1000"},
+        modes={
+            "naive": Mode(env={"HARD_TIME_LIMIT_MS": "0", "MAX_DELIVERIES": "0"}, processes=1, threads=1,
+                          expected="queue stalls behind the sleeper", window=8),
+            "robust": Mode(env={"HARD_TIME_LIMIT_MS": str(HARD_LIMIT_S * 1000), "MAX_DELIVERIES": "3"},
+                           expected=f"others done, killer dead-lettered, slot freed <= {HARD_LIMIT_S + 5} s",
+                           window=60),
+        },
+        requests=[("author", "k3", 3, 1), ("author", "k4", 4, 1), ("author", "killer", 5, 1),
+                  ("author", "k6", 6, 1), ("author", "k7", 7, 1), ("author", "k8", 8, 1)],
+    ),
+    Scenario(
+        "prefetch", "§7", "one follower per message, 50 ms each, two worker processes",
+        env={"FOLLOWERS_PER_MESSAGE": "1", "FAULT_UNIT_DELAY_MS": "50"},
+        modes={
+            "naive": Mode(env={"dramatiq_queue_prefetch": "30"}, processes=2, threads=1,
+                          expected="order inversions > 0"),
+            "robust": Mode(env={"ORDERED_PER_USER": "1"}, processes=2, threads=2,
+                           expected="0 inversions, both processes busy"),
+        },
+        requests=[("author", "ordered_a", 30, 1), ("second_author", "ordered_b", 30, 1)],
+    ),
+    Scenario(
+        "poison", "§8", "the follower multi_follower_error_#11 kills its worker",
+        env={"FOLLOWERS_PER_MESSAGE": "1", "FAULT_CRASH_ON_LOGIN": "multi_follower_error_#11"},
+        modes={
+            "naive": Mode(env={"MAX_DELIVERIES": "0", "dramatiq_queue_prefetch": "30"}, processes=2, threads=1,
+                          expected="crash loop, queue never drains", window=10),
+            "robust": Mode(env={"MAX_DELIVERIES": "3"},
+                           expected="poison dead-lettered after <= MAX_DELIVERIES, rest done", window=60),
+        },
+        requests=[("author", "multi_follower_error", 40, 1)],
+    ),
+]
+
+BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
+
+
+def send_bad_messages(scenario, queue):
+    for make in scenario.bad_messages:
+        publish_raw(queue, make(queue))
