@@ -162,7 +162,8 @@ def _act(args, action):
                 except ValueError as error:
                     print(error, file=sys.stderr)
                     failed += 1
-    print(f"{action}ed {done} dead letters from {queue.dead_name}" + (f"; {failed} could not be" if failed else ""))
+    past = {"replay": "replayed", "purge": "purged"}[action]
+    print(f"{past} {done} dead letters from {queue.dead_name}" + (f"; {failed} could not be" if failed else ""))
     return 1 if failed else 0
 
 

@@ -35,11 +35,13 @@ def log(text):
     print(text, file=sys.stderr, flush=True)
 
 
-def run(scenario, mode_name, *, progress=True):
+def run(scenario, mode_name, *, progress=True, stack_name="lab"):
+    """Run one scenario in one mode on the stack ``stack_name`` (its database
+    ``followers_<name>``, queue ``<name>_add_followers``)."""
     mode = scenario.modes[mode_name]
     env = {**COMMON_ENV, **scenario.env, **mode.env}
     stack = Stack(
-        "lab", env=env, processes=mode.processes, threads=mode.threads, supervise=True, stop_timeout=3
+        stack_name, env=env, processes=mode.processes, threads=mode.threads, supervise=True, stop_timeout=3
     )
     log(f"--- {scenario.name} ({scenario.original}), {mode_name}: {scenario.title}")
     try:
