@@ -26,9 +26,10 @@ class Result:
     observed: str
     verdict: str
     seen: dict
-    events: list
-    worker_exits: list
-    started: float
+    events: list  # rows of Observer.events()
+    worker_exits: list  # (time, exit code) of each exit of the dramatiq main process
+    process_exits: dict  # worker process pid -> time it was seen gone
+    started: float  # time.time() of the first request
 
 
 def log(text):
@@ -76,7 +77,7 @@ def _drive_and_judge(scenario, mode_name, mode, stack, progress):
         seen = _observe(observer, stack, users.values(), requested, http_errors, drain_s)
         verdict, observed = scenario.judge(mode_name, seen)
         return Result(scenario.name, scenario.original, mode_name, mode.expected, observed, verdict, seen,
-                      observer.events(), list(stack.worker_exits), started)
+                      observer.events(), list(stack.worker_exits), dict(stack.process_exits), started)
     finally:
         observer.close()
 
