@@ -4,6 +4,7 @@
   python -m lab run SCENARIO [--mode naive|robust]
   python -m lab all                           every scenario in every mode
   python -m lab dlq list|show|replay|purge    the dead-letter queue
+  python -m lab chaos [--duration S] ...      worker kills and outages at once
 """
 
 import argparse
@@ -48,6 +49,17 @@ def cmd_all(args):
     return _run_many([(scenario, mode) for scenario in SCENARIOS for mode in scenario.modes])
 
 
+def cmd_chaos(args):
+    from .chaos import run_chaos
+
+    lines, passed = run_chaos(
+        duration=args.duration, jobs=args.jobs, users=args.users, kill_interval=args.kill_interval,
+        outages=not args.no_outages,
+    )
+    print("\n".join(lines))
+    return 0 if passed else 1
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +70,13 @@ def main(argv=None):
     run_parser.set_defaults(func=cmd_run)
     commands.add_parser("all", help="run every scenario in every mode").set_defaults(func=cmd_all)
     dlq.add_parser(commands)
+    chaos = commands.add_parser("chaos", help="kill workers, restart RabbitMQ and PostgreSQL, lose nothing")
+    chaos.add_argument("--duration", type=float, default=60, help="seconds of chaos (default 60)")
+    chaos.add_argument("--jobs", type=int, default=40, help="requests to submit (default 40)")
+    chaos.add_argument("--users", type=int, default=4, help="users they add followers to (default 4)")
+    chaos.add_argument("--kill-interval", type=float, default=4, help="seconds between SIGKILLs (default 4)")
+    chaos.add_argument("--no-outages", action="store_true", help="kill workers only; restart no service")
+    chaos.set_defaults(func=cmd_chaos)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -64,6 +64,17 @@ class Observer:
     def followers_created(self, user_ids):
         return self._value("SELECT count(*) FROM subscriptions WHERE author_id = ANY(%s)", (list(user_ids),))
 
+    def followers_without_subscription(self):
+        """Users made by add-followers (``login_#i``) that no one follows:
+        a follower committed without its subscription would be one."""
+        return self._value(
+            """
+            SELECT count(*) FROM users u
+            WHERE u.login LIKE '%%\\_#%%'
+              AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.follower_id = u.id)
+            """
+        )
+
     def order_inversions(self, user_ids):
         """Adjacent followers of one user (by index i in ``login_#i``) whose
         rows were created in the opposite order (a lower id for i + 1)."""
