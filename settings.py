@@ -7,6 +7,8 @@ setting the variables before they start a process.
 """
 
 import os
+import re
+import tempfile
 
 
 def _int(name, default):
@@ -90,9 +92,24 @@ MAX_BODY_BYTES = _int("MAX_BODY_BYTES", 64 * 1024)
 #: Seconds the API waits for RabbitMQ before it answers 503.
 BROKER_TIMEOUT_S = _int("BROKER_TIMEOUT_S", 5)
 
+# --- API: authentication, metrics --------------------------------------------
+
+#: When set, POST /api/v1/add-followers needs ``Authorization: Bearer <token>``
+#: (401 without it). Unset: open, the developer default.
+API_TOKEN = _str("API_TOKEN", "")
+#: Where gunicorn's worker processes keep their Prometheus metrics (emptied
+#: when gunicorn starts). The default is per bind address, so that two
+#: instances on one machine never share it.
+API_METRICS_DIR = _str(
+    "API_METRICS_DIR",
+    os.path.join(tempfile.gettempdir(), "followers-api-metrics-" + re.sub(r"[^\w.-]", "_", API_BIND)),
+)
+
 # --- Logging -----------------------------------------------------------------
 
 LOG_LEVEL = _str("LOG_LEVEL", "INFO")
+#: Workers serve Dramatiq's Prometheus metrics (port: dramatiq_prom_port, 9191).
+WORKER_METRICS = _bool("WORKER_METRICS", True)
 #: "json" makes the workers' per-unit lines JSON objects; anything else, key=value text.
 LOG_FORMAT = _str("LOG_FORMAT", "text")
 

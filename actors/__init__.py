@@ -8,6 +8,7 @@ open in each process after the fork, on first use.
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import CurrentMessage, Retries, ShutdownNotifications, TimeLimit
+from dramatiq.middleware.prometheus import Prometheus
 
 import settings
 
@@ -19,6 +20,8 @@ def _middleware():
     # Passing a list replaces Dramatiq's defaults: we keep what we need.
     # before_* hooks run in this order, after_* hooks in reverse.
     return [
+        # Opt-in in Dramatiq: message counts, errors, retries, durations on :9191.
+        *([Prometheus()] if settings.WORKER_METRICS else []),
         *([EventLog()] if settings.RECORD_EVENTS else []),
         DeadLetters(),
         DeliveryLimit(max_deliveries=settings.MAX_DELIVERIES),

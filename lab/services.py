@@ -149,6 +149,8 @@ class Stack:
             "API_BIND": f"127.0.0.1:{self.port}",
             "API_WORKERS": str(api_workers),
             "PYTHONUNBUFFERED": "1",
+            # Instances running side by side would fight over port 9191.
+            "WORKER_METRICS": "0",
             **(env or {}),
         }
         self.api = None

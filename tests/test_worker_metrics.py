@@ -1,0 +1,30 @@
+"""The workers serve Dramatiq's Prometheus metrics when WORKER_METRICS is on."""
+
+import requests
+
+from lab.services import Stack, free_port, wait_for
+from tests.e2e_helpers import create_user
+
+
+def test_workers_expose_message_counts(tmp_path):
+    port = free_port()
+    env = {"WORKER_METRICS": "1", "dramatiq_prom_port": str(port), "dramatiq_prom_host": "127.0.0.1",
+           "dramatiq_prom_db": str(tmp_path / "prom"), "PASSWORD_HASH_COST": "1024"}
+    with Stack("test_metrics", env=env, processes=2, threads=2) as stack:
+        stack.reset()
+        stack.start()
+        author = create_user(stack, "author")
+        job = stack.post("/api/v1/add-followers", json={"userId": author, "followersLogin": "m", "count": 3000,
+                                                        "async": 1}).json()
+        stack.wait_job(job["jobId"])
+
+        def scrape():
+            try:
+                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except requests.RequestException:
+                return None
+            lines = [line for line in text.splitlines()
+                     if line.startswith("dramatiq_messages_total") and 'actor_name="add_followers"' in line]
+            return sum(float(line.split()[-1]) for line in lines) or None
+
+        assert wait_for(scrape, timeout=15, what=f"worker metrics on :{port}") == job["messages"]
