@@ -1,0 +1,46 @@
+"""The baselines' own database, with the service's schema (same tables, same
+indexes), so that a baseline and the service write the same rows."""
+
+import os
+import subprocess
+import sys
+
+import psycopg2
+from peewee import PostgresqlDatabase
+
+from db.database import connect_params
+from db.models import Subscription, User
+from lab.services import ROOT
+
+# The baselines in Peewee use the service's own models, bound to this database.
+database = PostgresqlDatabase(None)
+
+
+def reset(url):
+    """Drop and re-create the database at ``url`` with the service's schema."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import db.schema as s; s.drop_database(); s.set_up()"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if result.returncode:
+        raise RuntimeError(f"could not set up the baselines' database {url}:\n{result.stderr}")
+
+
+def connect(url):
+    """Bind the models to the database at ``url`` and return a psycopg2
+    connection to it too (for the baselines below Peewee)."""
+    database.init(**connect_params(url))
+    database.bind([User, Subscription])
+    return psycopg2.connect(**connect_params(url))
+
+
+def create_author(conn, login):
+    with conn, conn.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO users (login, password, age, is_active) VALUES (%s, 'x', 30, TRUE) RETURNING id", (login,)
+        )
+        return cursor.fetchone()[0]

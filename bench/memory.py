@@ -1,0 +1,36 @@
+"""Resident memory of the service's processes, read from /proc."""
+
+from pathlib import Path
+
+
+def status_kb(pid, field):
+    """A ``VmRSS``/``VmHWM`` line of /proc/<pid>/status in kB (0 if gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class PeakRss:
+    """Samples the RSS of a set of processes; remembers each one's peak, and
+    reads the kernel's own peak (VmHWM) too, which no sampling can miss."""
+
+    def __init__(self, pids):
+        self.pids = list(pids)
+        self.first = {pid: status_kb(pid, "VmRSS") for pid in self.pids}
+        self.peak = dict(self.first)
+
+    def sample(self):
+        for pid in self.pids:
+            self.peak[pid] = max(self.peak[pid], status_kb(pid, "VmRSS"))
+
+    def high_water_mb(self):
+        """The kernel's peak RSS of each process, in MB."""
+        return {pid: status_kb(pid, "VmHWM") / 1024 for pid in self.pids}
+
+    def growth_mb(self):
+        """How far each process's RSS rose above its first sample, in MB."""
+        return {pid: (self.peak[pid] - self.first[pid]) / 1024 for pid in self.pids}

@@ -1,0 +1,118 @@
+"""The service's figures, over HTTP against the real gunicorn and dramatiq
+processes of a ``lab.services.Stack``."""
+
+import math
+import statistics
+import threading
+import time
+
+from lab.services import wait_for
+
+from .progress import say
+from .raw_http import JsonPost
+
+#: How often a job is polled (the pika baseline polls its count as often).
+POLL_S = 0.05
+
+
+def expect(response, status, what):
+    if response.status_code != status:
+        raise RuntimeError(f"{what}: HTTP {response.status_code} (expected {status}): {response.text[:300]}")
+    return response.json()
+
+
+def create_author(stack, login):
+    response = stack.post("/api/v1/users", json={"login": login, "password": "bench", "age": 30})
+    return expect(response, 201, f"creating user {login!r} on {stack.url}")["id"]
+
+
+def add_followers_sync(stack, user_id, followers_login, count):
+    """One synchronous request; returns the seconds it took."""
+    started = time.perf_counter()
+    response = stack.post(
+        "/api/v1/add-followers",
+        json={"userId": user_id, "followersLogin": followers_login, "count": count, "async": 0},
+        timeout=300,
+    )
+    elapsed = time.perf_counter() - started
+    body = expect(response, 200, f"sync add-followers count={count}")
+    if body["created"] != count:
+        raise RuntimeError(f"sync add-followers created {body['created']} of {count}: is {followers_login!r} reused?")
+    return elapsed
+
+
+def add_followers_async(stack, user_id, followers_login, count, timeout=600, on_poll=None):
+    """POST an async request and poll its job until done; returns the seconds
+    from the POST to the first poll that sees it done."""
+    started = time.perf_counter()
+    response = stack.post(
+        "/api/v1/add-followers",
+        json={"userId": user_id, "followersLogin": followers_login, "count": count, "async": 1},
+    )
+    job_id = expect(response, 202, f"async add-followers count={count}")["jobId"]
+    last_report = [started]
+
+    def done():
+        job = expect(stack.get(f"/api/v1/jobs/{job_id}"), 200, f"GET job {job_id}")
+        if job["status"] == "failed":
+            raise RuntimeError(f"job {job_id} failed: {job['errors'][:3]} (logs: {stack.log_dir})")
+        if on_poll:
+            on_poll()
+        now = time.perf_counter()
+        if now - last_report[0] >= 2:
+            units = job["messages"]
+            say(f"    job {job_id}: {job['created']:,}/{count:,} followers, {units['done']}/{units['total']} units")
+            last_report[0] = now
+        return job["status"] == "done"
+
+    wait_for(done, timeout=timeout, interval=POLL_S, what=f"job {job_id} ({count:,} followers) to be done")
+    elapsed = time.perf_counter() - started
+    job = stack.get(f"/api/v1/jobs/{job_id}").json()
+    if job["created"] != count:
+        raise RuntimeError(f"job {job_id} created {job['created']} of {count} followers")
+    return elapsed
+
+
+def async_requests_per_second(stack, user_id, *, seconds, clients, count=10):
+    """``clients`` threads POST async requests of ``count`` followers as fast
+    as the API answers, for ``seconds``; returns accepted requests/s."""
+    deadline = time.perf_counter() + seconds
+    accepted = [0] * clients
+    errors = []
+    body = {"userId": user_id, "followersLogin": "api", "count": count, "async": 1}
+    post = JsonPost(stack.url, "/api/v1/add-followers", body)
+
+    def client(index):
+        while time.perf_counter() < deadline and not errors:
+            status, body = post.send()
+            if status != 202:
+                errors.append(f"HTTP {status}: {body[:300]!r}")
+                return
+            accepted[index] += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"async add-followers under load: {errors[0]} (log: {stack.api.log_path})")
+    return sum(accepted) / elapsed
+
+
+def async_latency(stack, user_id, *, count, requests_count):
+    """(p50, p99) in ms of ``requests_count`` sequential async requests of
+    ``count`` followers (each accepted job only has to be published)."""
+    latencies = []
+    body = {"userId": user_id, "followersLogin": "big", "count": count, "async": 1}
+    post = JsonPost(stack.url, "/api/v1/add-followers", body)
+    for _ in range(requests_count):
+        started = time.perf_counter()
+        status, body = post.send()
+        latencies.append((time.perf_counter() - started) * 1000)
+        if status != 202:
+            raise RuntimeError(f"async add-followers count={count}: HTTP {status}: {body[:300]!r}")
+    latencies.sort()
+    return statistics.median(latencies), latencies[math.ceil(0.99 * len(latencies)) - 1]

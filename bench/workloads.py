@@ -1,0 +1,212 @@
+"""What each row of the table measures, and the set-up it needs.
+
+One ``Bench`` owns everything a run starts: the baselines' database, the
+service's stacks (each its own database ``followers_<prefix>...``, queue
+``<prefix>..._add_followers`` and port) and the pika consumers, and tears it
+all down at the end, whatever happened.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import passwords
+from db import schema
+from lab.services import ROOT, Stack, database_url, delete_queues
+
+from . import baseline_db, confirmed_publish, copy_then_select, insert_many, original_loop, pika_pipeline, service
+from .memory import PeakRss
+from .progress import say
+
+#: Every workload of a round, baselines alternating with the service.
+ORDER = ["loop", "sync", "copy", "insert_many", "pika", "async_one", "async_chunked", "publish", "api"]
+WORKLOADS = ORDER + ["memory"]
+RATE = "followers/s"
+
+
+def followers(count):
+    return f"{count:,} followers"
+
+
+def rows(args):
+    """key -> (label, size, unit) of every row of the table, in order."""
+    sync, one, chunked = followers(args.sync_count), followers(args.one_count), followers(args.chunked_count)
+    latency, memory = f"{args.latency_requests} requests", followers(args.memory_count)
+    load = f"{args.api_seconds:g} s, {args.api_clients} clients"
+    return {
+        "loop": ("(a) original's loop in Peewee, autocommit", followers(args.loop_count), RATE),
+        "insert_many": ("(b) Peewee insert_many, batches of 1,000", sync, RATE),
+        "copy": ("(c) COPY users + INSERT ... SELECT", sync, RATE),
+        "sync": ("(1) service: sync add-followers over HTTP", sync, RATE),
+        "pika": ("(d) pika + psycopg2, 2 consumers, 1 follower/message", one, RATE),
+        "async_one": ("(2) service: async, 1 follower/message, POST → done", one, RATE),
+        "async_chunked": ("(3) service: async, default chunking, POST → done", chunked, RATE),
+        "publish": ("(e) pika publish, a confirm per message", f"{args.publish_count:,} messages", "messages/s"),
+        "api_rps": ("(4) service: async requests, count=10", load, "requests/s"),
+        "api_p50": ("(4) service: median latency, async count=100,000", latency, "ms"),
+        "api_p99": ("(4) service: p99 latency, async count=100,000", latency, "ms"),
+        "worker_rss": ("(5) service: peak RSS of a worker process", memory, "MB"),
+        "api_rss_growth": ("(5) service: API worker RSS growth", memory, "MB"),
+    }
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.selected = set(args.workloads)
+        self.prefix = args.prefix
+        self.baseline_url = database_url(f"followers_{self.prefix}_baselines")
+        self.pika_queue = f"{self.prefix}_pika"
+        self.publish_queue = f"{self.prefix}_publish"
+        self.conn = None
+        self.consumers = []
+        self.stacks = {}
+        self.authors = {}
+        self.password_hash = passwords.hash_password("fan")
+        self.round = 0
+
+    # --- Set-up and tear-down ---------------------------------------------
+
+    def needs(self, *keys):
+        return bool(self.selected.intersection(keys))
+
+    def set_up(self):
+        biggest = max(self.args.chunked_count, self.args.memory_count, 100_000)
+        common = {"MAX_FOLLOWERS_PER_REQUEST": str(biggest)}
+        wanted = {}
+        if self.needs("sync", "async_chunked", "memory"):
+            wanted["main"] = Stack(self.prefix, env=common)
+        if self.needs("async_one"):
+            wanted["one"] = Stack(f"{self.prefix}_one", env={**common, "FOLLOWERS_PER_MESSAGE": "1"})
+        if self.needs("api"):
+            # The API alone: its figures are what the API does, with no
+            # worker competing for the 2 cores (as with the publish baseline).
+            wanted["api"] = Stack(f"{self.prefix}_api", env=common)
+        self.stacks = wanted
+        names = ", ".join(stack.name for stack in wanted.values()) or "none"
+        say(f"starting the service: {names} (logs in artifacts/logs/)")
+        with ThreadPoolExecutor(max(1, len(wanted))) as pool:
+            for name, author in zip(wanted, pool.map(self._start_stack, wanted.values())):
+                self.authors[name] = author
+        if self.needs("loop", "insert_many", "copy", "pika"):
+            say(f"setting up the baselines' database {self.baseline_url.rsplit('/', 1)[1]}")
+            baseline_db.reset(self.baseline_url)
+            self.conn = baseline_db.connect(self.baseline_url)
+            self.authors["baseline"] = baseline_db.create_author(self.conn, "author")
+
+    def _start_stack(self, stack):
+        stack.reset()
+        if stack.name.endswith("_api"):
+            stack.start_api()
+        else:
+            stack.start()
+        return service.create_author(stack, "author")
+
+    def tear_down(self):
+        """Stop and drop everything this run started; a step that fails is
+        reported and the others still run."""
+        steps = [("the pika consumers", lambda: pika_pipeline.stop_consumers(self.consumers))]
+        steps += [(f"the {stack.name} processes", stack.stop) for stack in self.stacks.values()]
+        if self.conn is not None:
+            steps.append(("the baselines' connection", self._close_baseline_db))
+        for queue in [self.pika_queue, self.publish_queue] + [stack.queue_name for stack in self.stacks.values()]:
+            steps.append((f"queue {queue}", lambda queue=queue: delete_queues(queue)))
+        # The databases hold millions of rows after a run: give the disk back.
+        for url in [self.baseline_url] + [stack.database_url for stack in self.stacks.values()]:
+            steps.append((f"database {url.rsplit('/', 1)[1]}", lambda url=url: schema.drop_database(url)))
+        for what, step in steps:
+            try:
+                step()
+            except Exception as error:  # noqa: BLE001 - clean up the rest whatever failed
+                say(f"could not clean up {what}: {type(error).__name__}: {error}; remove it by hand")
+
+    def _close_baseline_db(self):
+        self.conn.close()
+        baseline_db.database.close()
+
+    # --- Workloads: each returns {row key: value} ---------------------------
+
+    def login(self, key):
+        return f"r{self.round}_{key}"
+
+    def run(self, key):
+        return getattr(self, f"run_{key}")()
+
+    def run_loop(self):
+        count = self.args.loop_count
+        seconds = original_loop.run(self.authors["baseline"], self.login("loop"), count, self.password_hash)
+        return {"loop": count / seconds}
+
+    def run_insert_many(self):
+        count = self.args.sync_count
+        seconds = insert_many.run(self.authors["baseline"], self.login("many"), count, self.password_hash)
+        return {"insert_many": count / seconds}
+
+    def run_copy(self):
+        count = self.args.sync_count
+        author = self.authors["baseline"]
+        seconds = copy_then_select.run(self.conn, author, self.login("copy"), count, self.password_hash)
+        return {"copy": count / seconds}
+
+    def run_sync(self):
+        count = self.args.sync_count
+        seconds = service.add_followers_sync(self.stacks["main"], self.authors["main"], self.login("sync"), count)
+        return {"sync": count / seconds}
+
+    def run_pika(self):
+        count = self.args.one_count
+        log = ROOT / "artifacts" / "logs" / f"{self.prefix}_pika" / "consumers.log"
+        self.consumers = pika_pipeline.start_consumers(self.pika_queue, self.baseline_url, log)
+        try:
+            seconds = pika_pipeline.run(
+                self.conn, self.pika_queue, self.authors["baseline"], self.login("pika"), count, self.password_hash
+            )
+        finally:
+            pika_pipeline.stop_consumers(self.consumers)
+            self.consumers = []
+        return {"pika": count / seconds}
+
+    def run_async_one(self):
+        count = self.args.one_count
+        seconds = service.add_followers_async(self.stacks["one"], self.authors["one"], self.login("one"), count)
+        return {"async_one": count / seconds}
+
+    def run_async_chunked(self):
+        count = self.args.chunked_count
+        seconds = service.add_followers_async(self.stacks["main"], self.authors["main"], self.login("chunked"), count)
+        return {"async_chunked": count / seconds}
+
+    def run_publish(self):
+        count = self.args.publish_count
+        return {"publish": count / confirmed_publish.run(self.publish_queue, count)}
+
+    def run_api(self):
+        stack, author = self.stacks["api"], self.authors["api"]
+        rps = service.async_requests_per_second(
+            stack, author, seconds=self.args.api_seconds, clients=self.args.api_clients
+        )
+        p50, p99 = service.async_latency(stack, author, count=100_000, requests_count=self.args.latency_requests)
+        # Nobody consumes this stack's queue: empty it so every round starts alike.
+        delete_queues(stack.queue_name)
+        return {"api_rps": rps, "api_p50": p50, "api_p99": p99}
+
+    def run_memory(self):
+        stack, count = self.stacks["main"], self.args.memory_count
+        workers = stack.workers.children()
+        api_workers = stack.api.children()
+        rss = PeakRss(workers + api_workers)
+        seconds = service.add_followers_async(
+            stack, self.authors["main"], "memory", count, timeout=1800, on_poll=rss.sample
+        )
+        rss.sample()
+        high = rss.high_water_mb()
+        growth = rss.growth_mb()
+        say(
+            f"    {count:,} followers in {seconds:.1f} s; worker peak RSS (VmHWM) "
+            + ", ".join(f"pid {pid}: {high[pid]:.0f} MB" for pid in workers)
+            + "; API RSS growth "
+            + ", ".join(f"pid {pid}: {growth[pid]:+.1f} MB" for pid in api_workers)
+        )
+        return {
+            "worker_rss": max(high[pid] for pid in workers),
+            "api_rss_growth": max(growth[pid] for pid in api_workers),
+        }
+

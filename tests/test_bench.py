@@ -1,0 +1,43 @@
+"""Smoke test of the benchmark: ``python -m bench`` with tiny sizes and one
+round prints the results table and every target's verdict. Speed is never
+asserted here: the figures of a tiny run mean nothing."""
+
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+TINY = [
+    "--rounds", "1",
+    "--loop-count", "20",
+    "--sync-count", "200",
+    "--one-count", "20",
+    "--chunked-count", "2000",
+    "--publish-count", "50",
+    "--api-seconds", "0.5",
+    "--latency-requests", "5",
+    "--memory-count", "3000",
+    "--prefix", "bench_smoke",
+]  # fmt: skip
+
+
+def test_bench_prints_the_table_with_ratios():
+    # The bench names its own databases and queues: drop the tests' overrides.
+    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "QUEUE_NAME")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", *TINY], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "| workload | size | unit | median | min–max | rounds |" in out
+    rows = ["(a) original's loop", "(b) Peewee insert_many", "(c) COPY", "(1) service: sync", "(d) pika",
+            "(2) service: async, 1 follower", "(3) service: async, default chunking", "(e) pika publish",
+            "(4) service: p99", "(5) service: peak RSS"]  # fmt: skip
+    for row in rows:
+        assert row in out
+    verdicts = [line for line in out.splitlines() if line.endswith(("| PASS |", "| MISS |"))]
+    assert len(verdicts) == 8, out
+    assert all("×" in line for line in verdicts if "≥" in line)
+    # Progress goes to stderr, round by round.
+    assert "round 1/1" in result.stderr
