@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from lab.observe import Observer
 from lab.services import Stack, free_port, publish_raw, queue_depth, wait_for
 from tests.e2e_helpers import create_user, unique
 
@@ -79,7 +80,13 @@ def test_malformed_messages_are_dead_lettered_and_good_ones_still_complete(stack
         dramatiq_message(stack.queue_name, kwargs={"job_id": job["jobId"]}),
         dramatiq_message(stack.queue_name, args=[1, 2]),
         dramatiq_message(stack.queue_name, actor="no_such_actor", kwargs=good),
-        dramatiq_message(stack.queue_name, kwargs={**good, "chunk": 0, "user_id": author + 1000}),
+        dramatiq_message(stack.queue_name, kwargs={**good, "chunk": 0, "user_id": author + 1000}),  # unknown user
+        dramatiq_message(stack.queue_name, kwargs={**good, "count": -5}),
+        dramatiq_message(stack.queue_name, kwargs={k: v for k, v in good.items() if k != "start"}),
+        dramatiq_message(stack.queue_name, kwargs={**good, "followers_login": "a" * 1_000_000}),  # a 1 MB body
+        b"x" * 1_000_000,
+        b"[1, 2, 3]",
+        b"null",
     ]
     pids = stack.workers.children()
     for body in bad_bodies:
@@ -98,3 +105,11 @@ def test_malformed_messages_are_dead_lettered_and_good_ones_still_complete(stack
     log = stack.workers.log_path.read_text()
     assert "count: must be a whole number" in log and "job 999999 does not exist" in log
     assert "followers_login: must be 1 to 32 characters" in log and "no_such_actor" in log
+    assert "count: must be from 1" in log and "start: is required" in log
+    assert f"user {author}" in log  # the unknown user's unit names the job's real user
+    observer = Observer(stack)
+    try:  # and the database is consistent: every follower subscribed, every job finished
+        assert observer.followers_without_subscription() == 0
+        assert observer.finished_jobs() == len(observer.jobs())
+    finally:
+        observer.close()
