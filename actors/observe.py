@@ -5,6 +5,7 @@ import datetime
 import json
 import logging
 import os
+import sys
 import threading
 import time
 
@@ -37,6 +38,15 @@ class UnitLog(Middleware):
         self.json_lines = json_lines
         self.local = threading.local()
 
+    def after_process_boot(self, broker):
+        if self.json_lines:
+            # Whole lines of JSON, without Dramatiq's text prefix, for log
+            # shippers; the worker's stderr is where Dramatiq collects output.
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+            logger.propagate = False
+
     def before_process_message(self, broker, message):
         self.local.started = time.monotonic()
         self.local.attempt = attempt_of(message)
@@ -57,7 +67,8 @@ class UnitLog(Middleware):
         if exception is not None:
             record["error"] = failure_reason(message)
         if self.json_lines:
-            logger.info(json.dumps(record))
+            stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+            logger.info(json.dumps({"time": stamp, "pid": os.getpid(), **record}))
         else:
             logger.info(" ".join(f"{key}={value}" for key, value in record.items()))
 

@@ -28,3 +28,22 @@ def test_workers_expose_message_counts(tmp_path):
             return sum(float(line.split()[-1]) for line in lines) or None
 
         assert wait_for(scrape, timeout=15, what=f"worker metrics on :{port}") == job["messages"]
+
+
+def test_one_json_line_per_unit_with_log_format_json():
+    import json
+
+    with Stack("test_jsonlog", env={"LOG_FORMAT": "json", "FOLLOWERS_PER_MESSAGE": "4",
+                                    "PASSWORD_HASH_COST": "1024"}, threads=2) as stack:
+        stack.reset()
+        stack.start()
+        author = create_user(stack, "author")
+        job = stack.post("/api/v1/add-followers", json={"userId": author, "followersLogin": "j", "count": 10,
+                                                        "async": 1}).json()
+        stack.wait_job(job["jobId"])
+        stack.workers.stop()
+        lines = [json.loads(line) for line in stack.workers.log_path.read_text().splitlines()
+                 if line.startswith("{")]
+        units = sorted(line["unit"] for line in lines if line["job"] == job["jobId"])
+        assert units == [0, 1, 2]
+        assert all(line["outcome"] == "done" and line["attempt"] == 1 and line["ms"] >= 0 for line in lines)
