@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 #: Idempotent statements that bring an older schema up to date, in order.
 UPGRADES = [
     "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS ordered BOOLEAN NOT NULL DEFAULT FALSE",
+    "DROP INDEX IF EXISTS subscriptions_author_id",  # redundant with (author_id, follower_id)
 ]
 
 
