@@ -3,13 +3,16 @@
 Resources are thin: they read and validate input (``validation``), call the
 domain (``followers``) or submit a job (``actors.submit_job``), and shape the
 answer. Errors of every kind become a JSON body
-``{"success": false, "error": ..., "description"?: ..., "fields"?: {...}}``;
-no stack trace ever reaches a client.
+``{"success": false, "error": ..., "description"?: ..., "fields"?: {...}}``
+(``web.errors``); no stack trace ever reaches a client. The document of it
+all is openapi.json, served at ``GET /openapi.json``.
 """
 
-import logging
+import json
+from pathlib import Path
 
 import falcon
+from falcon.routing import CompiledRouter
 from peewee import InterfaceError, OperationalError
 
 import actors
@@ -19,27 +22,34 @@ import validation
 from actors import BrokerUnavailable
 from db import Job, database
 from validation import PG_INT_MAX
-
-logger = logging.getLogger("followers.api")
+from web import errors
+from web.metrics import MetricsResource, RequestMetrics
+from web.middleware import BearerToken, BodyLimit, DatabaseConnection
 
 ID = f"int(min=1, max={PG_INT_MAX})"  # out-of-range ids are unknown routes: 404
+OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.json"
 
 
 def read_form(req):
     """The request's fields as a dict, from JSON, an urlencoded form or a
-    multipart form alike (the original's Postman requests are forms)."""
+    multipart form alike (the original's Postman requests are forms), and
+    whether they are typed (JSON) or all text (forms)."""
     media = req.get_media()
     if isinstance(media, falcon.media.multipart.MultipartForm):
-        return {part.name: part.get_text() for part in media}
-    return media
+        return {part.name: part.get_text() for part in media}, False
+    return media, req.content_type is None or not req.content_type.startswith(falcon.MEDIA_URLENCODED)
 
 
-def error_body(error, description=None, **extra):
-    body = {"success": False, "error": error}
-    if description:
-        body["description"] = description
-    body.update(extra)
-    return body
+def _json_loads(text):
+    try:
+        return json.loads(text)
+    except RecursionError:  # nested thousands deep: malformed, not a server error
+        raise ValueError("JSON nested too deep") from None
+
+
+def validate_body(req, form):
+    data, typed = read_form(req)
+    return validation.validate(data, form, typed=typed)
 
 
 # --- Resources ---------------------------------------------------------------
@@ -47,7 +57,7 @@ def error_body(error, description=None, **extra):
 
 class UsersResource:
     def on_post(self, req, resp):
-        form = validation.validate(read_form(req), validation.NEW_USER)
+        form = validate_body(req, validation.NEW_USER)
         user = followers.create_user(form["login"], form["password"], form["age"], form["isActive"])
         resp.status = falcon.HTTP_201
         resp.location = f"/api/v1/users/{user.id}"
@@ -69,7 +79,7 @@ class FollowersResource:
 
 class SubscriptionsResource:
     def on_post(self, req, resp):
-        form = validation.validate(read_form(req), validation.NEW_SUBSCRIPTION)
+        form = validate_body(req, validation.NEW_SUBSCRIPTION)
         try:
             subscription = followers.subscribe(form["authorId"], form["followerId"])
         except ValueError as error:
@@ -79,8 +89,10 @@ class SubscriptionsResource:
 
 
 class AddFollowersResource:
+    token_required = ("POST",)  # when settings.API_TOKEN is set (web.middleware.BearerToken)
+
     def on_post(self, req, resp):
-        form = validation.validate(read_form(req), validation.ADD_FOLLOWERS)
+        form = validate_body(req, validation.ADD_FOLLOWERS)
         user = followers.get_user(form["userId"])
         if not form["async"]:
             created, skipped = followers.add_followers_now(user, form["followersLogin"], form["count"])
@@ -116,66 +128,46 @@ class HealthResource:
         resp.media = {"status": "ok" if healthy else "unavailable", **checks}
 
 
-# --- Middleware and error handling -------------------------------------------
+class OpenApiResource:
+    """openapi.json, stating this server's own limits and whether it asks
+    for the token."""
+
+    def __init__(self, *, api_token):
+        document = json.loads(OPENAPI_PATH.read_text())
+        schemas = document["components"]["schemas"]
+        for name in ("AddFollowersJson", "AddFollowersForm"):
+            schemas[name]["properties"]["count"]["maximum"] = settings.MAX_FOLLOWERS_PER_REQUEST
+        if not api_token:
+            for operation in _operations(document):
+                operation.pop("security", None)
+        self.document = document
+
+    def on_get(self, req, resp):
+        resp.media = self.document
 
 
-class BodyLimit:
-    """Refuse bodies over ``max_bytes`` before anything reads them."""
-
-    def __init__(self, *, max_bytes):
-        self.max_bytes = max_bytes
-
-    def process_request(self, req, resp):
-        if req.content_length and req.content_length > self.max_bytes:
-            raise falcon.HTTPContentTooLarge(
-                title="body too large", description=f"request bodies are limited to {self.max_bytes} bytes"
-            )
+def _operations(document):
+    for path_item in document["paths"].values():
+        yield from (operation for method, operation in path_item.items() if method.upper() in falcon.HTTP_METHODS)
 
 
-class DatabaseConnection:
-    """Hand the request's connection back to the pool when it is done."""
-
-    def process_response(self, req, resp, resource, req_succeeded):
-        if not database.is_closed():
-            database.close()
+# --- The application ---------------------------------------------------------
 
 
-def serialize_http_error(req, resp, exception):
-    resp.content_type = falcon.MEDIA_JSON
-    resp.media = error_body(exception.title, exception.description)
-
-
-def _handler(status, error=None):
-    def handle(req, resp, exception, params):
-        resp.status = status
-        if isinstance(exception, validation.Invalid):
-            resp.media = error_body("invalid input", str(exception), fields=exception.fields)
-        else:
-            resp.media = error_body(error or str(exception), str(exception) if error else None)
-
-    return handle
-
-
-def handle_unexpected(req, resp, exception, params):
-    if isinstance(exception, falcon.HTTPError):  # Falcon's own errors keep their status
-        raise exception
-    logger.exception("unhandled error on %s %s", req.method, req.path)
-    resp.status = falcon.HTTP_500
-    resp.media = error_body("internal error", "the error is logged on the server; try again")
-
-
-def create_app(*, max_body_bytes=None):
+def create_app(*, max_body_bytes=None, api_token=None, metrics_dir=None):
+    api_token = settings.API_TOKEN if api_token is None else api_token
+    router = CompiledRouter()
     app = falcon.App(
-        middleware=[BodyLimit(max_bytes=max_body_bytes or settings.MAX_BODY_BYTES), DatabaseConnection()]
+        router=router,
+        middleware=[
+            RequestMetrics(router),
+            BodyLimit(max_bytes=max_body_bytes or settings.MAX_BODY_BYTES),
+            BearerToken(api_token),
+            DatabaseConnection(),
+        ],
     )
-    app.set_error_serializer(serialize_http_error)
-    # Falcon consults handlers most specific first, whatever the order here.
-    app.add_error_handler(Exception, handle_unexpected)
-    app.add_error_handler(validation.Invalid, _handler(falcon.HTTP_400))
-    app.add_error_handler(followers.NotFound, _handler(falcon.HTTP_404))
-    app.add_error_handler(followers.Conflict, _handler(falcon.HTTP_409))
-    app.add_error_handler(BrokerUnavailable, _handler(falcon.HTTP_503, "broker unavailable"))
-    app.add_error_handler((OperationalError, InterfaceError), _handler(falcon.HTTP_503, "database unavailable"))
+    errors.register(app)
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(loads=_json_loads)
 
     app.add_route("/api/v1/users", UsersResource())
     app.add_route(f"/api/v1/users/{{user_id:{ID}}}", UserResource())
@@ -184,6 +176,8 @@ def create_app(*, max_body_bytes=None):
     app.add_route("/api/v1/add-followers", AddFollowersResource())
     app.add_route(f"/api/v1/jobs/{{job_id:{ID}}}", JobResource())
     app.add_route("/health", HealthResource())
+    app.add_route("/metrics", MetricsResource(metrics_dir or settings.API_METRICS_DIR))
+    app.add_route("/openapi.json", OpenApiResource(api_token=api_token))
     return app
 
 

@@ -1,5 +1,8 @@
 """gunicorn's settings, read by ``gunicorn api:app`` from this folder."""
 
+import os
+import shutil
+
 import settings
 
 bind = settings.API_BIND
@@ -9,3 +12,23 @@ workers = settings.API_WORKERS
 preload_app = False
 # The synchronous path may add 100,000 followers in one request.
 timeout = 120
+# gunicorn's control socket has one default path per user: several
+# instances (tests, lab, benchmark) running at once would fight over it.
+control_socket_disable = True
+
+
+def on_starting(server):
+    """Prometheus multiprocess mode: every worker keeps its metrics in files
+    of one folder, emptied here, before any worker starts. prometheus_client
+    reads PROMETHEUS_MULTIPROC_DIR when a worker first imports it, so it is
+    set here, in the master, and inherited by every worker it forks."""
+    shutil.rmtree(settings.API_METRICS_DIR, ignore_errors=True)
+    os.makedirs(settings.API_METRICS_DIR)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = settings.API_METRICS_DIR
+
+
+def child_exit(server, worker):
+    """A worker is gone: drop its live gauges (its counters still count)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, settings.API_METRICS_DIR)

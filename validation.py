@@ -4,7 +4,8 @@ A form is a dict of field name to field; ``validate(data, form)`` returns the
 clean values or raises ``Invalid`` naming every bad field and why. Forms
 arrive as JSON or as HTML forms, where every value is a string, so whole
 numbers written as digits are accepted; anything else of the wrong type is
-refused, never guessed at.
+refused, never guessed at. With ``typed`` (a JSON body) values must have
+their JSON type: a number written as a string is refused there.
 """
 
 import re
@@ -16,7 +17,10 @@ PG_INT_MAX = 2**31 - 1  # ids, counts and ages are PostgreSQL integers
 FOLLOWERS_LOGIN_MAX = 32  # as the original's Message: @Assert\Length(max="32")
 LOGIN_MAX = 64  # a follower's login is {followersLogin}_#{i}: up to 40 characters
 
-_DIGITS = re.compile(r"[+-]?\d{1,12}")
+# A whole number as str() writes an int or an integral float: ASCII digits,
+# no sign but "-", no leading zero, no spaces (what a form sends, and what
+# OpenAPI and JSON can describe).
+_DIGITS = re.compile(r"-?(0|[1-9][0-9]{0,11})(\.0+)?")
 _MISSING = object()
 
 
@@ -35,6 +39,10 @@ class Field:
     def clean(self, value):
         raise NotImplementedError
 
+    def clean_typed(self, value):
+        """A value of a JSON document: strings are taken only by text fields."""
+        return self.clean(value)
+
 
 class Integer(Field):
     def __init__(self, *, minimum=0, maximum=PG_INT_MAX, default=_MISSING):
@@ -44,13 +52,20 @@ class Integer(Field):
 
     def clean(self, value):
         maximum = self.maximum() if callable(self.maximum) else self.maximum
-        if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
-            value = int(value.strip())
+        if isinstance(value, str) and _DIGITS.fullmatch(value):
+            value = float(value) if "." in value else int(value)
+        if isinstance(value, float) and value.is_integer():  # JSON's 8.0 is 8
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"must be a whole number from {self.minimum} to {maximum}")
         if not self.minimum <= value <= maximum:
             raise ValueError(f"must be from {self.minimum} to {maximum}, got {value}")
         return value
+
+    def clean_typed(self, value):
+        if isinstance(value, str):
+            raise ValueError("must be a whole number (a JSON number, not a string)")
+        return self.clean(value)
 
 
 class Text(Field):
@@ -84,23 +99,30 @@ class Boolean(Field):
             return self._WORDS[value.strip().lower()]
         raise ValueError("must be true or false")
 
+    def clean_typed(self, value):
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false (a JSON boolean)")
+        return value
 
-def validate(data, form, *, strict=False):
+
+def validate(data, form, *, strict=False, typed=False):
     """Clean ``data`` (a mapping) against ``form``; with ``strict``, fields
-    the form does not know are refused too (messages), not ignored (HTTP)."""
+    the form does not know are refused too (messages), not ignored (HTTP);
+    with ``typed`` (JSON bodies) a value must have its JSON type, and an
+    empty string is a value, not a missing field."""
     if not isinstance(data, dict):
         raise Invalid({"body": "must be an object of named fields"})
     clean, errors = {}, {}
     for name, field in form.items():
         value = data.get(name, _MISSING)
-        if value is _MISSING or value == "":
+        if value is _MISSING or (value == "" and not typed):
             if field.default is _MISSING:
                 errors[name] = "is required"
             else:
                 clean[name] = field.default
             continue
         try:
-            clean[name] = field.clean(value)
+            clean[name] = field.clean_typed(value) if typed else field.clean(value)
         except ValueError as error:
             errors[name] = str(error)
     if strict:

@@ -97,7 +97,7 @@ def test_sync_add_followers_in_every_encoding(stack, encoding):
     author = create_user(stack, unique("a"))
     fields = {"userId": str(author), "followersLogin": unique("s"), "count": "12", "async": "0"}
     if encoding == "json":
-        response = stack.post("/api/v1/add-followers", json={**fields, "userId": author, "count": 12})
+        response = stack.post("/api/v1/add-followers", json={**fields, "userId": author, "count": 12, "async": 0})
     elif encoding == "urlencoded":
         response = stack.post("/api/v1/add-followers", data=fields)
     else:

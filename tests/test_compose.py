@@ -1,0 +1,83 @@
+"""docker-compose.yml, the Dockerfile and .env.example, checked without
+Docker: the services and their commands, health checks and start order, and
+that every variable the application gets is a setting of settings.py."""
+
+import re
+
+import pytest
+import yaml
+
+from tests.api_helpers import ROOT
+
+APP_SERVICES = {"schema", "api", "worker"}
+
+
+def settings_names():
+    return set(re.findall(r'_(?:int|str|bool)\(\s*"([A-Z0-9_]+)"', (ROOT / "settings.py").read_text()))
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_the_services_and_their_commands(compose):
+    services = compose["services"]
+    assert set(services) == {"rabbitmq", "postgres", "schema", "api", "worker"}
+    assert services["schema"]["command"] == ["python", "-m", "db"]
+    assert services["api"]["command"] == ["gunicorn", "api:app"]
+    assert services["worker"]["command"] == ["dramatiq", "actors", "--processes", "2"]
+    assert services["api"]["environment"]["API_BIND"] == "0.0.0.0:8000"
+    assert "8000:8000" in services["api"]["ports"] and "15672:15672" in services["rabbitmq"]["ports"]
+
+
+def test_rabbitmq_is_current_with_its_ui_and_no_guest(compose):
+    rabbitmq = compose["services"]["rabbitmq"]
+    image, _, tag = rabbitmq["image"].partition(":")
+    major, minor = (int(part) for part in re.match(r"(\d+)\.(\d+)", tag).groups())
+    assert image == "rabbitmq" and tag.endswith("management") and (major, minor) >= (3, 13)
+    env = rabbitmq["environment"]
+    assert env["RABBITMQ_DEFAULT_USER"].startswith("${") and env["RABBITMQ_DEFAULT_PASS"].startswith("${")
+    assert "guest" not in yaml.safe_dump(compose)
+
+
+def test_health_checks_restarts_and_start_order(compose):
+    services = compose["services"]
+    for name in ("rabbitmq", "postgres", "api", "worker"):
+        assert services[name]["healthcheck"]["test"], name
+    for name in ("api", "worker"):
+        assert services[name]["restart"] == "unless-stopped"
+        assert services[name]["depends_on"] == {
+            "postgres": {"condition": "service_healthy"},
+            "rabbitmq": {"condition": "service_healthy"},
+            "schema": {"condition": "service_completed_successfully"},
+        }
+    assert services["schema"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert services["schema"]["restart"] == "no"
+
+
+def test_every_variable_the_application_gets_is_a_setting(compose):
+    names = settings_names()
+    for name in APP_SERVICES:
+        env = compose["services"][name]["environment"]
+        assert set(env) <= names, (name, set(env) - names)
+        assert {"DATABASE_URL", "RABBITMQ_URL"} <= set(env)
+
+
+def test_env_example_documents_every_variable_compose_reads():
+    text = (ROOT / "docker-compose.yml").read_text()
+    read = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
+    example = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^#? ?([A-Z0-9_]+)=", example, re.M))
+    assert read <= documented, read - documented
+    assert settings_names() <= documented, f"add {settings_names() - documented} to .env.example"
+    assert documented <= settings_names() | read, documented - settings_names() - read
+    for line in example.splitlines():  # nothing that looks like a real secret
+        if re.match(r"[A-Z_]*(PASSWORD|TOKEN)=", line):
+            assert line.split("=", 1)[1] in ("", ) or "change-me" in line, line
+
+
+def test_the_dockerfile_builds_the_project_on_python_311():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.M)
+    assert "pip install -r requirements.txt" in dockerfile and "COPY . ." in dockerfile

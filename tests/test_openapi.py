@@ -1,0 +1,90 @@
+"""openapi.json and the code cannot drift: the app's routes and methods are
+the document's paths and operations, the served document is the file, and
+schemathesis (every default check) finds nothing against a live gunicorn."""
+
+import os
+import subprocess
+import sys
+
+import falcon.inspect
+import pytest
+
+import api
+from lab.services import BIN, Stack
+from tests.api_helpers import OPENAPI, ROOT, TOKEN, assert_conforms, openapi_path
+from tests.e2e_helpers import create_user, unique
+
+MAX_FOLLOWERS = 50  # keeps schemathesis's synchronous add-followers requests small
+
+
+def app_operations(app):
+    """{openapi path: {method}} of the app's own responders (not Falcon's
+    default OPTIONS and 405 responders)."""
+    return {
+        openapi_path(route.path): {m.method for m in route.methods if not m.internal}
+        for route in falcon.inspect.inspect_routes(app)
+    }
+
+
+def document_operations(document):
+    return {path: {method.upper() for method in item} for path, item in document["paths"].items()}
+
+
+def test_every_route_and_method_is_in_the_document_and_nothing_else():
+    assert app_operations(api.create_app(api_token="")) == document_operations(OPENAPI)
+
+
+def test_every_operation_lists_its_errors():
+    for path, item in OPENAPI["paths"].items():
+        for method, operation in item.items():
+            statuses = set(operation["responses"])
+            if "requestBody" in operation:
+                assert {"400", "413", "415"} <= statuses, (method, path)
+            if "{" in path:
+                assert "404" in statuses, (method, path)
+            if operation.get("security"):
+                assert "401" in statuses, (method, path)
+    assert {"MethodNotAllowed", "NotFound"} <= set(OPENAPI["components"]["responses"])
+
+
+@pytest.fixture(scope="module")
+def stack():
+    env = {"API_TOKEN": TOKEN, "MAX_FOLLOWERS_PER_REQUEST": str(MAX_FOLLOWERS), "PASSWORD_HASH_COST": "1024"}
+    with Stack("openapi", env=env) as stack:
+        stack.reset()
+        stack.start_api()
+        yield stack
+
+
+def test_the_served_document_is_the_file_with_this_servers_limits(stack):
+    response = stack.get("/openapi.json")
+    assert_conforms(response, "/openapi.json")
+    served = response.json()
+    count = served["components"]["schemas"]["AddFollowersJson"]["properties"]["count"]
+    assert count["maximum"] == MAX_FOLLOWERS
+    count["maximum"] = OPENAPI["components"]["schemas"]["AddFollowersJson"]["properties"]["count"]["maximum"]
+    served["components"]["schemas"]["AddFollowersForm"]["properties"]["count"]["maximum"] = count["maximum"]
+    assert served == OPENAPI
+
+
+def test_without_a_token_the_document_asks_for_none():
+    resource = api.OpenApiResource(api_token="")
+    assert not any(op.get("security") for op in api._operations(resource.document))
+    assert any(op.get("security") for op in api._operations(api.OpenApiResource(api_token="x").document))
+
+
+def test_schemathesis_finds_no_failure(stack, artifacts):
+    # Users 1.. exist, so that subscriptions and add-followers reach more than 404.
+    for _ in range(3):
+        create_user(stack, unique("st"))
+    report = artifacts / "schemathesis.txt"
+    result = subprocess.run(
+        [str(BIN / "schemathesis"), "run", f"{stack.url}/openapi.json",
+         "--max-examples", "30", "--seed", "20261128", "--request-timeout", "30", "--workers", "2",
+         "--header", f"Authorization: Bearer {TOKEN}", "--no-color"],
+        cwd=artifacts, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.openapi_hooks", "PYTHONPATH": str(ROOT)},
+    )
+    report.write_text(result.stdout + result.stderr)
+    assert result.returncode == 0, f"schemathesis failed (full report: {report}):\n{result.stdout[-6000:]}"
+    assert "8 selected / 8 total" in result.stdout or "Tested: 8" in result.stdout
