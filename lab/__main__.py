@@ -3,16 +3,21 @@
   python -m lab list                          the scenarios
   python -m lab run SCENARIO [--mode naive|robust]
   python -m lab all                           every scenario in every mode
+  (run and all also write an HTML report: artifacts/lab/latest.html)
   python -m lab dlq list|show|replay|purge    the dead-letter queue
   python -m lab chaos [--duration S] ...      worker kills and outages at once
 """
 
 import argparse
+import shutil
 import sys
+import time
 
 from . import dlq
+from .report import write_report
 from .runner import run, table
 from .scenarios import BY_NAME, SCENARIOS
+from .services import ROOT
 
 
 def cmd_list(args):
@@ -22,10 +27,21 @@ def cmd_list(args):
     return 0
 
 
-def _run_many(pairs):
+def _write_reports(results, path):
+    """The report at ``path``, or a timestamped one beside latest.html."""
+    folder = ROOT / "artifacts" / "lab"
+    written = write_report(results, path or folder / f"report-{time.strftime('%Y%m%d-%H%M%S')}.html")
+    print(f"\nreport: {written}")
+    if not path:
+        shutil.copyfile(written, folder / "latest.html")
+        print(f"        {folder / 'latest.html'}")
+
+
+def _run_many(pairs, args):
     results = [run(scenario, mode) for scenario, mode in pairs]
     print()
     print(table(results))
+    _write_reports(results, args.report)
     failed = [r for r in results if r.verdict == "FAILED"]
     if failed:
         print(f"\n{len(failed)} FAILED: the logs of the last run are in artifacts/logs/lab/", file=sys.stderr)
@@ -42,11 +58,11 @@ def cmd_run(args):
     if unknown:
         print(f"{scenario.name} has no {unknown[0]} mode; it has: {', '.join(scenario.modes)}", file=sys.stderr)
         return 2
-    return _run_many([(scenario, mode) for mode in modes])
+    return _run_many([(scenario, mode) for mode in modes], args)
 
 
 def cmd_all(args):
-    return _run_many([(scenario, mode) for scenario in SCENARIOS for mode in scenario.modes])
+    return _run_many([(scenario, mode) for scenario in SCENARIOS for mode in scenario.modes], args)
 
 
 def cmd_chaos(args):
@@ -68,7 +84,11 @@ def main(argv=None):
     run_parser.add_argument("scenario")
     run_parser.add_argument("--mode", choices=["naive", "robust"])
     run_parser.set_defaults(func=cmd_run)
-    commands.add_parser("all", help="run every scenario in every mode").set_defaults(func=cmd_all)
+    all_parser = commands.add_parser("all", help="run every scenario in every mode")
+    all_parser.set_defaults(func=cmd_all)
+    for command in (run_parser, all_parser):
+        command.add_argument("--report", metavar="PATH", help="write the HTML report here "
+                             "(default: artifacts/lab/report-<time>.html and artifacts/lab/latest.html)")
     dlq.add_parser(commands)
     chaos = commands.add_parser("chaos", help="kill workers, restart RabbitMQ and PostgreSQL, lose nothing")
     chaos.add_argument("--duration", type=float, default=60, help="seconds of chaos (default 60)")
