@@ -136,7 +136,9 @@ class User(BaseModel):
 
 
 class Subscription(BaseModel):
-    author = ForeignKeyField(User, on_delete="CASCADE")
+    # The unique (author, follower) index serves lookups by author: a second
+    # index on author alone would only slow every insert down.
+    author = ForeignKeyField(User, on_delete="CASCADE", index=False)
     follower = ForeignKeyField(User, on_delete="CASCADE")
 
     class Meta:
