@@ -37,7 +37,7 @@ def read_form(req):
     media = req.get_media()
     if isinstance(media, falcon.media.multipart.MultipartForm):
         return {part.name: part.get_text() for part in media}, False
-    return media, req.content_type is None or not req.content_type.startswith(falcon.MEDIA_URLENCODED)
+    return media, not (req.content_type or "").lower().startswith(falcon.MEDIA_URLENCODED)
 
 
 def _json_loads(text):
