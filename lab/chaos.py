@@ -11,6 +11,7 @@ It restarts the machine's own RabbitMQ and PostgreSQL (``rabbitmqctl``,
 
 import os
 import random
+import secrets
 import shutil
 import signal
 import subprocess
@@ -122,7 +123,15 @@ def kill_workers(stack, interval, tally, stop):
 
 def run_chaos(*, duration=60, jobs=40, users=4, kill_interval=4.0, stack_name="chaos", outages=True):
     """Returns (report lines, passed)."""
-    stack = Stack(stack_name, env=CHAOS_ENV, processes=2, threads=4, supervise=True, stop_timeout=3)
+    stack = Stack(
+        stack_name,
+        env=CHAOS_ENV,
+        processes=2,
+        threads=4,
+        supervise=True,
+        stop_timeout=3,
+        api_token=secrets.token_urlsafe(16),
+    )
     tally = Tally()
     started = time.time()
     try:

@@ -3,6 +3,7 @@ supervised workers with the scenario's settings, send the original's requests
 over HTTP, wait (showing progress) for the queue to drain or the window to
 close, observe, stop everything, and judge."""
 
+import secrets
 import sys
 import time
 from dataclasses import dataclass
@@ -42,7 +43,13 @@ def run(scenario, mode_name, *, progress=True, stack_name="lab"):
     mode = scenario.modes[mode_name]
     env = {**COMMON_ENV, **scenario.env, **mode.env}
     stack = Stack(
-        stack_name, env=env, processes=mode.processes, threads=mode.threads, supervise=True, stop_timeout=3
+        stack_name,
+        env=env,
+        processes=mode.processes,
+        threads=mode.threads,
+        supervise=True,
+        stop_timeout=3,
+        api_token=secrets.token_urlsafe(16),  # the lab drives the API as a client with a token would
     )
     log(f"--- {scenario.name} ({scenario.original}), {mode_name}: {scenario.title}")
     try:

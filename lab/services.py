@@ -126,13 +126,26 @@ class Stack:
       threads(int): Threads per worker process.
       supervise(bool): Restart ``dramatiq`` whenever it exits, as compose's
         restart policy would.
-      log_dir(Path): Where the processes' output goes.
+      log_dir(Path): Where the processes' output goes (emptied first).
+      api_token(str): Sets API_TOKEN and sends it with every request made
+        through ``post`` and ``get``.
     """
 
     def __init__(
-        self, name, *, env=None, processes=2, threads=8, supervise=False, log_dir=None, api_workers=2, stop_timeout=15
+        self,
+        name,
+        *,
+        env=None,
+        processes=2,
+        threads=8,
+        supervise=False,
+        log_dir=None,
+        api_workers=2,
+        stop_timeout=15,
+        api_token=None,
     ):
         self.name = name
+        self.api_token = api_token
         self.stop_timeout = stop_timeout
         self.worker_exits = []  # (time.time(), exit code) of each dramatiq exit seen by the supervisor
         self.process_exits = {}  # worker process pid -> time.time() the supervisor saw it gone
@@ -142,6 +155,8 @@ class Stack:
         self.supervise = supervise
         self.api_workers = api_workers
         self.log_dir = Path(log_dir or ROOT / "artifacts" / "logs" / name)
+        for old_log in self.log_dir.glob("*.log"):  # a log holds this stack's run only
+            old_log.unlink()
         self.env = {
             **os.environ,
             "DATABASE_URL": database_url(f"followers_{name}"),
@@ -151,6 +166,7 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
             # Instances running side by side would fight over port 9191.
             "WORKER_METRICS": "0",
+            **({"API_TOKEN": api_token} if api_token else {}),
             **(env or {}),
         }
         self.api = None
@@ -266,11 +282,21 @@ class Stack:
 
     # --- HTTP ------------------------------------------------------------
 
+    def _headers(self, kwargs):
+        headers = dict(kwargs.pop("headers", None) or {})
+        if self.api_token:
+            headers.setdefault("Authorization", f"Bearer {self.api_token}")
+        return headers
+
     def post(self, path, **kwargs):
-        return requests.post(f"{self.url}{path}", timeout=kwargs.pop("timeout", 120), **kwargs)
+        return requests.post(
+            f"{self.url}{path}", timeout=kwargs.pop("timeout", 120), headers=self._headers(kwargs), **kwargs
+        )
 
     def get(self, path, **kwargs):
-        return requests.get(f"{self.url}{path}", timeout=kwargs.pop("timeout", 30), **kwargs)
+        return requests.get(
+            f"{self.url}{path}", timeout=kwargs.pop("timeout", 30), headers=self._headers(kwargs), **kwargs
+        )
 
     def wait_job(self, job_id, *, timeout=120, statuses=("done", "failed"), progress=None):
         def finished():

@@ -41,7 +41,7 @@ def dlq(stack, *args):
 def test_dead_letters_can_be_listed_and_replayed_after_a_fix():
     env = {"FOLLOWERS_PER_MESSAGE": "5", "FAULT_RAISE_ON_LOGIN": "fan_#7", "MAX_RETRIES": "0",
            "PASSWORD_HASH_COST": "1024"}
-    with Stack("test_dlq", env=env, threads=2) as stack:
+    with Stack("test_dlq", env=env, threads=2, api_token="dlq-secret") as stack:
         stack.reset()
         stack.start()
         author = create_user(stack, "author")
@@ -62,9 +62,11 @@ def test_dead_letters_can_be_listed_and_replayed_after_a_fix():
         stack.env.pop("FAULT_RAISE_ON_LOGIN")
         stack.start_workers()
         code, out = dlq(stack, "replay", "--all")
+        assert code == 1 and "need --token" in out  # API_TOKEN is set: bulk changes need it
+        code, out = dlq(stack, "replay", "--all", "--token", "dlq-secret")
         assert code == 1 and "replayed 1" in out and "purge it" in out  # the undecodable one cannot be replayed
         state = stack.wait_job(job["jobId"], statuses=("done",))
         assert (state["created"], state["messages"]["failed"], state["errors"]) == (15, 0, [])
-        code, out = dlq(stack, "purge", "--all")
+        code, out = dlq(stack, "purge", "--all", "--token", "dlq-secret")
         assert code == 0 and "purged 1" in out
         assert queue_depth(f"{stack.queue_name}.XQ") == 0
