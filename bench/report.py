@@ -60,7 +60,8 @@ def verdicts(results):
             if value is None or not base:
                 continue
             ratio = value / base
-            shown, ok = f"{ratio:,.2f}×", ratio >= threshold
+            # 3 significant digits, so that 0.499 never shows as a missed "0.50".
+            shown, ok = f"{ratio:,.3g}×", ratio >= threshold
         else:
             if value is None:
                 continue

@@ -84,7 +84,7 @@ class Bench:
         names = ", ".join(stack.name for stack in wanted.values()) or "none"
         say(f"starting the service: {names} (logs in artifacts/logs/)")
         with ThreadPoolExecutor(max(1, len(wanted))) as pool:
-            for name, author in zip(wanted, pool.map(self._start_stack, wanted.values())):
+            for name, author in zip(wanted, pool.map(self._start_stack, wanted)):
                 self.authors[name] = author
         if self.needs("loop", "insert_many", "copy", "pika"):
             say(f"setting up the baselines' database {self.baseline_url.rsplit('/', 1)[1]}")
@@ -92,9 +92,11 @@ class Bench:
             self.conn = baseline_db.connect(self.baseline_url)
             self.authors["baseline"] = baseline_db.create_author(self.conn, "author")
 
-    def _start_stack(self, stack):
+    def _start_stack(self, name):
+        """Start one stack on a fresh database; returns its author's id."""
+        stack = self.stacks[name]
         stack.reset()
-        if stack.name.endswith("_api"):
+        if name == "api":
             stack.start_api()
         else:
             stack.start()
