@@ -93,12 +93,12 @@ class AddFollowersResource:
 
     def on_post(self, req, resp):
         form = validate_body(req, validation.ADD_FOLLOWERS)
-        user = followers.get_user(form["userId"])
         if not form["async"]:
+            user = followers.get_user(form["userId"])
             created, skipped = followers.add_followers_now(user, form["followersLogin"], form["count"])
             resp.media = {"created": created, "skipped": skipped}
             return
-        job = actors.submit_job(user, form["followersLogin"], form["count"])
+        job = actors.submit_job(form["userId"], form["followersLogin"], form["count"])
         resp.status = falcon.HTTP_202
         resp.location = f"/api/v1/jobs/{job.id}"
         resp.media = {"success": True, "jobId": job.id, "messages": job.messages}

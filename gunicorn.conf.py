@@ -7,6 +7,7 @@ import settings
 
 bind = settings.API_BIND
 workers = settings.API_WORKERS
+threads = settings.API_THREADS  # more than 1: gunicorn's gthread worker
 # No preload: each worker imports the app itself, so no database or broker
 # connection is ever shared across a fork.
 preload_app = False

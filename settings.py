@@ -51,7 +51,7 @@ FOLLOWERS_PER_MESSAGE = _int("FOLLOWERS_PER_MESSAGE", 1000)
 MAX_FOLLOWERS_PER_REQUEST = _int("MAX_FOLLOWERS_PER_REQUEST", 100_000)
 #: A job of more messages than this is split by a worker (one ``split_job``
 #: message), so that the API answers at once whatever the count.
-MAX_MESSAGES_PUBLISHED_INLINE = _int("MAX_MESSAGES_PUBLISHED_INLINE", 200)
+MAX_MESSAGES_PUBLISHED_INLINE = _int("MAX_MESSAGES_PUBLISHED_INLINE", 20)
 #: Messages published per broker transaction (one round trip per batch).
 PUBLISH_BATCH_SIZE = _int("PUBLISH_BATCH_SIZE", 1000)
 
@@ -86,6 +86,9 @@ PASSWORD_HASH_COST = _int("PASSWORD_HASH_COST", 2**14)
 
 API_BIND = _str("API_BIND", "127.0.0.1:8000")
 API_WORKERS = _int("API_WORKERS", 2)
+#: Threads per gunicorn worker: a request mostly waits for two disk flushes
+#: (PostgreSQL's commit, RabbitMQ's), so a few threads overlap them.
+API_THREADS = _int("API_THREADS", 4)
 
 #: Request bodies larger than this are refused with 413.
 MAX_BODY_BYTES = _int("MAX_BODY_BYTES", 64 * 1024)

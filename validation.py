@@ -167,4 +167,5 @@ UNIT = {
     "followers_login": Text(max_length=FOLLOWERS_LOGIN_MAX),
     "start": Integer(),
     "count": Integer(minimum=1),
+    "ordered": Boolean(default=False),
 }

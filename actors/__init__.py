@@ -5,6 +5,8 @@ broker current at declaration). Nothing connects at import time: connections
 open in each process after the fork, on first use.
 """
 
+import logging
+
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import CurrentMessage, Retries, ShutdownNotifications, TimeLimit
@@ -46,6 +48,8 @@ broker = RabbitmqBroker(
     middleware=_middleware(),
 )
 dramatiq.set_broker(broker)
+# Our own loggers (followers.*) follow LOG_LEVEL; Dramatiq's follow its -v flags.
+logging.getLogger("followers").setLevel(settings.LOG_LEVEL)
 
 from .add_followers import add_followers, split_job, submit_job  # noqa: E402
 from .publishing import BrokerUnavailable, publisher  # noqa: E402

@@ -16,7 +16,7 @@ from . import faults
 from .middleware import attempt_of
 from .publishing import BrokerUnavailable, publisher
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"followers.{__name__}")
 
 #: Exceptions that no retry can cure: dead-lettered at once.
 PERMANENT = (validation.Invalid, followers.InvalidUnit)
@@ -35,6 +35,7 @@ def unit_message(job, chunk):
             "followers_login": job.followers_login,
             "start": start,
             "count": stop - start,
+            "ordered": job.ordered,
         },
         options={},
     )
@@ -87,10 +88,10 @@ def split_job(job_id):
     publisher.publish(unit_message(job, chunk) for chunk in range(job.messages))
 
 
-def submit_job(user, followers_login, count):
-    """Create a job and publish it; raise BrokerUnavailable, with the job
-    marked failed, if RabbitMQ did not take it."""
-    job = followers.create_job(user, followers_login, count)
+def submit_job(user_id, followers_login, count):
+    """Create a job and publish it; raise NotFound for an unknown user, and
+    BrokerUnavailable, with the job marked failed, if RabbitMQ did not take it."""
+    job = followers.create_job(user_id, followers_login, count)
     if job.ordered:
         # One unit at a time: each unit publishes the next when it is done.
         messages = [unit_message(job, 0)] if job.starts_now and job.messages else []

@@ -52,6 +52,8 @@ class UnitLog(Middleware):
         self.local.attempt = attempt_of(message)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
+        if not logger.isEnabledFor(logging.INFO):  # LOG_LEVEL above INFO: skip the work
+            return
         started = getattr(self.local, "started", None) or time.monotonic()
         job_id, chunk = unit_of(message)
         record = {

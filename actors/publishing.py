@@ -17,7 +17,7 @@ from pika.exceptions import AMQPError
 
 import settings
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"followers.{__name__}")
 
 
 class BrokerUnavailable(Exception):

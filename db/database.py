@@ -16,7 +16,19 @@ def connect_params(url=None):
     return parse(url or settings.DATABASE_URL, unquote_password=True, unquote_user=True)
 
 
-database = PooledPostgresqlDatabase(
+class PostgresqlPool(PooledPostgresqlDatabase):
+    """Peewee's pool, without the ``SELECT 1`` it sends on every check-out
+    of an idle connection: that round trip was one of a unit's seven. A
+    connection that died meanwhile (PostgreSQL restarted) fails its next
+    statement instead; psycopg2 then marks it closed, the pool drops it, and
+    the caller's error handling takes over (a worker's unit is retried; the
+    API answers 503 once)."""
+
+    def _is_closed(self, conn):
+        return bool(conn.closed) or self._adapter.txn_status(conn) == self._adapter.txn_unknown
+
+
+database = PostgresqlPool(
     **connect_params(),
     max_connections=settings.DATABASE_MAX_CONNECTIONS,
     # Without a timeout a full pool raises MaxConnectionsExceeded at once.
@@ -28,3 +40,4 @@ database = PooledPostgresqlDatabase(
     # A query stuck on a lock or a runaway plan is cancelled, not waited on forever.
     options=f"-c statement_timeout={settings.STATEMENT_TIMEOUT_MS}",
 )
+

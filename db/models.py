@@ -94,36 +94,18 @@ class User(BaseModel):
     @classmethod
     def add_followers(cls, author_id, followers_login, start, stop, password_hash, *, skip_existing=True):
         """Create users ``{followers_login}_#{i}`` for i in [start, stop) and
-        subscribe each to the author, in two set-based statements that the
-        database runs as one: PostgreSQL generates the rows itself, so 10,000
-        followers cost one round trip, not 30,000.
+        subscribe each to the author, in one statement: PostgreSQL generates
+        the rows itself, so 10,000 followers cost one round trip, not 30,000.
 
-        A login that already exists is skipped and not subscribed. Rows go in
-        in order of i, so two transactions on overlapping ranges lock in the
-        same order and cannot deadlock. Returns how many were created.
-
-        ``skip_existing=False`` is the lab's naive mode: an existing login
-        raises a unique violation, as in the original lesson.
+        A login that already exists is skipped and not subscribed. Returns
+        how many were created. ``skip_existing=False`` is the lab's naive
+        mode: an existing login raises a unique violation, as in the original.
         """
         if stop <= start:
             return 0
-        on_conflict = "ON CONFLICT (login) DO NOTHING" if skip_existing else ""
+        ctes = followers_ctes(password="%(password)s", skip_existing=skip_existing)
         cursor = database.execute_sql(
-            f"""
-            WITH new_followers AS (
-                INSERT INTO users (login, password, age, is_active)
-                SELECT %(prefix)s || i, %(password)s, i, TRUE
-                FROM generate_series(%(start)s, %(stop)s - 1) AS i
-                ORDER BY i
-                {on_conflict}
-                RETURNING id
-            ), subscribed AS (
-                INSERT INTO subscriptions (author_id, follower_id)
-                SELECT %(author)s, id FROM new_followers ORDER BY id
-                RETURNING 1
-            )
-            SELECT count(*) FROM subscribed
-            """,
+            f"WITH {ctes} SELECT count(*) FROM subscribed",
             {
                 "prefix": f"{followers_login}_#",
                 "password": password_hash,
@@ -133,6 +115,28 @@ class User(BaseModel):
             },
         )
         return cursor.fetchone()[0]
+
+
+def followers_ctes(*, password, source="", skip_existing=True):
+    """The two data-modifying CTEs that add followers [start, stop) to an
+    author: ``new_followers`` (users made) and ``subscribed``. Rows go in
+    in order of i, so two transactions on overlapping ranges lock in the same
+    order and cannot deadlock. ``password`` is an SQL expression; ``source``
+    a FROM item it may refer to."""
+    on_conflict = "ON CONFLICT (login) DO NOTHING" if skip_existing else ""
+    return f"""
+        new_followers AS (
+            INSERT INTO users (login, password, age, is_active)
+            SELECT %(prefix)s || i, {password}, i, TRUE
+            FROM {source + ", " if source else ""}generate_series(%(start)s, %(stop)s - 1) AS i
+            ORDER BY i
+            {on_conflict}
+            RETURNING id
+        ), subscribed AS (
+            INSERT INTO subscriptions (author_id, follower_id)
+            SELECT %(author)s, id FROM new_followers ORDER BY id
+            RETURNING 1
+        )"""
 
 
 class Subscription(BaseModel):
@@ -177,6 +181,22 @@ class Job(BaseModel):
 
     class Meta:
         table_name = "jobs"
+
+    @classmethod
+    def create_for_user(cls, user_id, *, followers_login, requested, chunk_size, messages, ordered):
+        """Insert a job for a user that exists, in one statement (the user's
+        check included); None if the user does not exist."""
+        rows = list(
+            cls.raw(
+                """
+                INSERT INTO jobs (user_id, followers_login, requested, chunk_size, messages, ordered, status)
+                SELECT id, %s, %s, %s, %s, %s, 'queued' FROM users WHERE id = %s
+                RETURNING *
+                """,
+                followers_login, requested, chunk_size, messages, ordered, user_id,
+            )
+        )
+        return rows[0] if rows else None
 
     def unit_done(self, chunk):
         return JobUnit.select().where(
@@ -314,6 +334,51 @@ class JobUnit(BaseModel):
     class Meta:
         table_name = "job_units"
         primary_key = CompositeKey("job", "chunk")
+
+    @classmethod
+    def apply(cls, *, job_id, chunk, author_id, followers_login, start, stop, ordered):
+        """Add one unit's followers and mark the unit done, in ONE statement
+        (atomic on its own, one round trip): exactly once, because a follower
+        that exists is skipped and a unit done already is not marked again.
+
+        The statement checks the unit against its job (user, login, bounds,
+        ordering) and takes the job's password hash. Returns (job matched,
+        created or None if the unit was done already).
+        """
+        ctes = followers_ctes(password="job.password_hash", source="job")
+        cursor = database.execute_sql(
+            f"""
+            WITH job AS (
+                SELECT id, password_hash FROM jobs
+                WHERE id = %(job)s AND user_id = %(author)s AND followers_login = %(login)s
+                  AND ordered = %(ordered)s AND %(chunk)s < messages
+                  AND %(start)s = %(chunk)s * chunk_size AND %(stop)s = LEAST(%(start)s + chunk_size, requested)
+                  AND password_hash IS NOT NULL
+            ), {ctes}, unit AS (
+                INSERT INTO job_units (job_id, chunk, status, created, skipped)
+                SELECT job.id, %(chunk)s, 'done', made.n, %(stop)s - %(start)s - made.n
+                FROM job, (SELECT count(*) AS n FROM subscribed) AS made
+                ON CONFLICT (job_id, chunk) DO UPDATE
+                    SET status = 'done', error = NULL, created = EXCLUDED.created,
+                        skipped = EXCLUDED.skipped, updated_at = now()
+                    WHERE job_units.status = 'failed'  -- a replayed dead letter
+                RETURNING created
+            )
+            SELECT (SELECT count(*) FROM job), (SELECT created FROM unit)
+            """,
+            {
+                "job": job_id,
+                "chunk": chunk,
+                "author": author_id,
+                "login": followers_login,
+                "prefix": f"{followers_login}_#",
+                "start": start,
+                "stop": stop,
+                "ordered": ordered,
+            },
+        )
+        matched, created = cursor.fetchone()
+        return bool(matched), created
 
     @classmethod
     def claim(cls, job_id, chunk):

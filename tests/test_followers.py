@@ -76,17 +76,17 @@ def test_subscribe_rules(author):
 def _unit(job, chunk):
     start, stop = job.chunk_bounds(chunk)
     return dict(job_id=job.id, chunk=chunk, user_id=job.user_id, followers_login=job.followers_login,
-                start=start, count=stop - start)
+                start=start, count=stop - start, ordered=job.ordered)
 
 
 def test_job_is_split_into_chunks(author):
-    job = followers.create_job(author, "fan", 10, chunk_size=4)
+    job = followers.create_job(author.id, "fan", 10, chunk_size=4)
     assert job.messages == 3
     assert [job.chunk_bounds(c) for c in range(3)] == [(0, 4), (4, 8), (8, 10)]
 
 
 def test_a_unit_applied_twice_commits_once(author):
-    job = followers.create_job(author, "fan", 10, chunk_size=4)
+    job = followers.create_job(author.id, "fan", 10, chunk_size=4)
     assert followers.apply_unit(**_unit(job, 1)) == (4, 0, None)
     assert followers.apply_unit(**_unit(job, 1)) == (None, None, None)
     assert Subscription.select().where(Subscription.author == author).count() == 4
@@ -94,7 +94,7 @@ def test_a_unit_applied_twice_commits_once(author):
 
 
 def test_job_progress_goes_from_queued_to_done(author):
-    job = followers.create_job(author, "fan", 10, chunk_size=4)
+    job = followers.create_job(author.id, "fan", 10, chunk_size=4)
     assert job.to_dict()["status"] == "queued"
     followers.apply_unit(**_unit(job, 0))
     state = job.to_dict()
@@ -106,7 +106,7 @@ def test_job_progress_goes_from_queued_to_done(author):
 
 
 def test_a_dead_lettered_unit_fails_the_job_and_a_replay_mends_it(author):
-    job = followers.create_job(author, "fan", 4, chunk_size=2)
+    job = followers.create_job(author.id, "fan", 4, chunk_size=2)
     followers.apply_unit(**_unit(job, 0))
     JobUnit.mark_failed(job.id, 1, "RuntimeError: boom")
     state = job.to_dict()
@@ -124,16 +124,16 @@ def test_a_unit_of_an_unknown_job_is_invalid(author):
 
 @pytest.mark.parametrize("change", [{"user_id": 999}, {"followers_login": "other"}, {"start": 1}, {"chunk": 5}])
 def test_a_unit_that_does_not_match_its_job_is_invalid(author, change):
-    job = followers.create_job(author, "fan", 4, chunk_size=2)
+    job = followers.create_job(author.id, "fan", 4, chunk_size=2)
     with pytest.raises(followers.InvalidUnit):
         followers.apply_unit(**{**_unit(job, 0), **change})
     assert Subscription.select().count() == 0
 
 
 def test_ordered_units_name_the_next_one(author):
-    job = followers.create_job(author, "fan", 4, chunk_size=2, ordered=True)
+    job = followers.create_job(author.id, "fan", 4, chunk_size=2, ordered=True)
     assert job.starts_now
-    second = followers.create_job(author, "more", 2, chunk_size=2, ordered=True)
+    second = followers.create_job(author.id, "more", 2, chunk_size=2, ordered=True)
     assert not second.starts_now  # behind the first job
     _, _, following = followers.apply_unit(**_unit(job, 0))
     assert (following[0].id, following[1]) == (job.id, 1)
@@ -141,22 +141,22 @@ def test_ordered_units_name_the_next_one(author):
     assert (following[0].id, following[1]) == (second.id, 0)  # the last unit starts the next job
     # A redelivered last unit names the same next unit again (publishing twice is harmless).
     assert followers.apply_unit(**_unit(job, 1))[2][0].id == second.id
-    third = followers.create_job(author, "last", 2, chunk_size=2, ordered=True)
+    third = followers.create_job(author.id, "last", 2, chunk_size=2, ordered=True)
     assert not third.starts_now
     followers.apply_unit(**_unit(second, 0))
-    assert followers.create_job(author, "free", 2, chunk_size=2, ordered=False).starts_now
+    assert followers.create_job(author.id, "free", 2, chunk_size=2, ordered=False).starts_now
 
 
 def test_an_ordered_job_starts_now_when_the_previous_one_is_done(author):
-    job = followers.create_job(author, "fan", 2, chunk_size=2, ordered=True)
+    job = followers.create_job(author.id, "fan", 2, chunk_size=2, ordered=True)
     followers.apply_unit(**_unit(job, 0))
-    assert followers.create_job(author, "next", 2, chunk_size=2, ordered=True).starts_now
+    assert followers.create_job(author.id, "next", 2, chunk_size=2, ordered=True).starts_now
 
 
 def test_naive_apply_fails_on_redelivery_like_the_original(author):
     from peewee import IntegrityError
 
-    job = followers.create_job(author, "fan", 3, chunk_size=3)
+    job = followers.create_job(author.id, "fan", 3, chunk_size=3)
     assert followers.apply_unit_naively(**_unit(job, 0), after_commit=lambda: None) == (3, 0, None)
     with pytest.raises(IntegrityError):
         followers.apply_unit_naively(**_unit(job, 0), after_commit=lambda: None)
