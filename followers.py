@@ -6,7 +6,9 @@ statements.
 """
 
 import contextlib
+import functools
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 from peewee import IntegrityError
 
@@ -56,17 +58,34 @@ def subscribe(author_id, follower_id):
 
 
 def add_followers_now(user, followers_login, count):
-    """The synchronous path: every follower in one transaction.
-    Returns (created, skipped)."""
+    """The synchronous path. Returns (created, skipped).
+
+    A large request is cut into statements of SYNC_STATEMENT_ROWS followers
+    run on SYNC_PARALLELISM connections at once: PostgreSQL then builds
+    them on every core. Each statement commits on its own, so a request that
+    fails half-way (the client gets its error) may have added some followers;
+    repeating it adds the rest and doubles nothing.
+    """
     # Every follower of a request has the same password: hash it once.
     password_hash = hash_password(followers_login)
-    created = 0
-    with database.atomic():
-        # Statements of 10,000 rows keep each one short and its memory flat.
-        for start in range(0, count, 10_000):
-            stop = min(start + 10_000, count)
-            created += User.add_followers(user.id, followers_login, start, stop, password_hash)
+    step = settings.SYNC_STATEMENT_ROWS
+    ranges = [(start, min(start + step, count)) for start in range(0, count, step)]
+
+    def add(bounds):
+        with database.connection_context():
+            return User.add_followers(user.id, followers_login, *bounds, password_hash)
+
+    if len(ranges) <= 1 or settings.SYNC_PARALLELISM <= 1:
+        created = sum(map(add, ranges))
+    else:
+        created = sum(_sync_pool().map(add, ranges))
     return created, count - created
+
+
+@functools.cache
+def _sync_pool():
+    # Made on first use, in the process that uses it (never across a fork).
+    return ThreadPoolExecutor(max_workers=settings.SYNC_PARALLELISM, thread_name_prefix="sync-followers")
 
 
 def create_job(user_id, followers_login, count, *, chunk_size=None, ordered=None):

@@ -45,6 +45,10 @@ DATABASE_MAX_CONNECTIONS = _int("DATABASE_MAX_CONNECTIONS", 20)
 
 # --- Add followers -----------------------------------------------------------
 
+#: The synchronous path adds followers in statements of this many rows,
+#: on this many connections at once (PostgreSQL uses a core for each).
+SYNC_STATEMENT_ROWS = _int("SYNC_STATEMENT_ROWS", 5000)
+SYNC_PARALLELISM = _int("SYNC_PARALLELISM", 2)
 #: Followers one message (one unit of work) adds. 1 reproduces the original's
 #: §7 (a message per follower); a value >= count reproduces its §3.
 FOLLOWERS_PER_MESSAGE = _int("FOLLOWERS_PER_MESSAGE", 1000)

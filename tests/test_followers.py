@@ -160,3 +160,12 @@ def test_naive_apply_fails_on_redelivery_like_the_original(author):
     assert followers.apply_unit_naively(**_unit(job, 0), after_commit=lambda: None) == (3, 0, None)
     with pytest.raises(IntegrityError):
         followers.apply_unit_naively(**_unit(job, 0), after_commit=lambda: None)
+
+
+def test_a_large_sync_request_is_built_in_parallel_statements(author, monkeypatch):
+    import settings
+
+    monkeypatch.setattr(settings, "SYNC_STATEMENT_ROWS", 3)
+    assert followers.add_followers_now(author, "many", 10) == (10, 0)  # 4 statements on 2 connections
+    assert [u.login for u in author.followers().order_by(User.age)] == [f"many_#{i}" for i in range(10)]
+    assert followers.add_followers_now(author, "many", 11) == (1, 10)
