@@ -5,6 +5,7 @@ changes nothing. A later change to an existing table goes in ``UPGRADES`` as
 an idempotent statement (``ADD COLUMN IF NOT EXISTS`` and the like).
 """
 
+import contextlib
 import logging
 
 import psycopg2
@@ -25,37 +26,37 @@ UPGRADES = [
 ]
 
 
-def create_database(url=None):
-    """Create the database named in the URL if it does not exist yet.
-    Returns True when it was created."""
+@contextlib.contextmanager
+def _maintenance_cursor(url):
+    """A cursor on the server's maintenance database, in autocommit, and the
+    name of the database in ``url``: CREATE and DROP DATABASE cannot run in
+    a transaction, nor in the database they act on."""
     params = connect_params(url)
     name = params.pop("database")
-    # CREATE DATABASE cannot run inside a transaction, nor in the database
-    # it creates: connect to the maintenance database, in autocommit.
     conn = psycopg2.connect(dbname="postgres", connect_timeout=5, **params)
     try:
         conn.autocommit = True
         with conn.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            if cursor.fetchone():
-                return False
-            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            return True
+            yield cursor, name
     finally:
         conn.close()
+
+
+def create_database(url=None):
+    """Create the database named in the URL if it does not exist yet.
+    Returns True when it was created."""
+    with _maintenance_cursor(url) as (cursor, name):
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cursor.fetchone():
+            return False
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return True
 
 
 def drop_database(url=None):
     """Drop the database named in the URL (tests and the lab reset theirs)."""
-    params = connect_params(url)
-    name = params.pop("database")
-    conn = psycopg2.connect(dbname="postgres", connect_timeout=5, **params)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    finally:
-        conn.close()
+    with _maintenance_cursor(url) as (cursor, name):
+        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def create_schema():
