@@ -5,6 +5,8 @@ importing the code, and a connection must never cross a fork. Each thread
 takes a connection from the pool when it first runs a query.
 """
 
+import time
+
 from playhouse.db_url import parse
 from playhouse.pool import PooledPostgresqlDatabase
 
@@ -17,15 +19,31 @@ def connect_params(url=None):
 
 
 class PostgresqlPool(PooledPostgresqlDatabase):
-    """Peewee's pool, without the ``SELECT 1`` it sends on every check-out
-    of an idle connection: that round trip was one of a unit's seven. A
-    connection that died meanwhile (PostgreSQL restarted) fails its next
-    statement instead; psycopg2 then marks it closed, the pool drops it, and
-    the caller's error handling takes over (a worker's unit is retried; the
-    API answers 503 once)."""
+    """Peewee's pool, pinging a connection on check-out only when it has sat
+    unused for a second or more. Peewee pings (``SELECT 1``) on every
+    check-out: one round trip of a unit's few, paid to guard against a
+    PostgreSQL restart that a busy connection meets at once anyway (its
+    statement fails, psycopg2 marks it closed, the pool drops it, and the
+    caller's error handling takes over: a unit is retried, a request gets a
+    503). An idle connection is still checked before use."""
+
+    PING_AFTER_IDLE_S = 1.0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._returned_at = {}  # connection key -> time it came back to the pool
 
     def _is_closed(self, conn):
-        return bool(conn.closed) or self._adapter.txn_status(conn) == self._adapter.txn_unknown
+        if conn.closed:
+            return True
+        returned_at = self._returned_at.get(self.conn_key(conn), 0)
+        if time.monotonic() - returned_at < self.PING_AFTER_IDLE_S:
+            return self._adapter.txn_status(conn) == self._adapter.txn_unknown
+        return super()._is_closed(conn)
+
+    def _close(self, conn, close_conn=False):
+        self._returned_at[self.conn_key(conn)] = time.monotonic()
+        super()._close(conn, close_conn)
 
 
 database = PostgresqlPool(
