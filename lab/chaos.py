@@ -27,7 +27,7 @@ from .services import Stack, wait_for
 
 CHAOS_ENV = {
     "FOLLOWERS_PER_MESSAGE": "5",  # many small units: many in flight at every kill
-    "FAULT_UNIT_DELAY_MS": "20",  # units take a while, so kills land mid-unit
+    "FAULT_UNIT_DELAY_MS": "50",  # units take a while: kills and outages land mid-work
     "MAX_RETRIES": "20",  # enough to outlast each outage...
     "MIN_BACKOFF_MS": "200",
     "MAX_BACKOFF_MS": "2000",  # ...without waiting long after it
@@ -91,12 +91,13 @@ def _post_until_accepted(stack, path, body, tally, deadline):
     raise RuntimeError(f"{path} never accepted {body} (log: {stack.api.log_path})")
 
 
-def submit_jobs(stack, users, jobs, tally, deadline, stop):
+def submit_jobs(stack, users, jobs, interval, tally, deadline, stop):
+    """Requests spread over the run, so that every outage meets work."""
     for number in range(jobs):
         if stop.is_set():
             return
         user = users[number % len(users)]
-        count = random.randint(20, 200)
+        count = random.randint(50, 400)
         is_async = number % 4 != 3  # one request in four is synchronous
         body = {"userId": user, "followersLogin": f"chaos{number}", "count": count, "async": int(is_async)}
         response = _post_until_accepted(stack, "/api/v1/add-followers", body, tally, deadline)
@@ -106,7 +107,7 @@ def submit_jobs(stack, users, jobs, tally, deadline, stop):
             else:
                 tally.sync_created += response.json()["created"]
                 tally.accepted[f"sync{number}"] = (user, count)
-        stop.wait(0.3)
+        stop.wait(interval)
 
 
 def kill_workers(stack, interval, tally, stop):
@@ -145,14 +146,22 @@ def run_chaos(*, duration=60, jobs=40, users=4, kill_interval=4.0, stack_name="c
         stop = threading.Event()
         deadline = started + duration + 120
         threads = [
-            threading.Thread(target=submit_jobs, args=(stack, user_ids, jobs, tally, deadline, stop), daemon=True),
+            threading.Thread(
+                target=submit_jobs,
+                args=(stack, user_ids, jobs, 0.85 * duration / jobs, tally, deadline, stop),
+                daemon=True,
+            ),
             threading.Thread(target=kill_workers, args=(stack, kill_interval, tally, stop), daemon=True),
         ]
         for thread in threads:
             thread.start()
         if outages:
-            _timed(started + duration / 3, "RabbitMQ restart", restart_rabbitmq, tally)
-            _timed(started + 2 * duration / 3, "PostgreSQL restart", restart_postgres, tally)
+            observer = Observer(stack)
+            try:
+                _timed(started + duration / 3, "RabbitMQ restart", restart_rabbitmq, tally, observer)
+                _timed(started + 2 * duration / 3, "PostgreSQL restart", restart_postgres, tally, observer)
+            finally:
+                observer.close()
         threads[0].join(max(1, deadline - time.time()))
         _sleep_until(started + duration)
         stop.set()
@@ -172,12 +181,13 @@ def _sleep_until(moment):
     time.sleep(max(0, moment - time.time()))
 
 
-def _timed(moment, name, action, tally):
+def _timed(moment, name, action, tally, observer):
     _sleep_until(moment)
-    log(f"{time.strftime('%H:%M:%S')} {name}...")
+    busy = sum(1 for _, _, total, done, failed in observer.jobs() if done + failed < total)
+    log(f"{time.strftime('%H:%M:%S')} {name}, {busy} jobs unfinished...")
     outcome = action()
     log(f"{time.strftime('%H:%M:%S')} {name}: {outcome}")
-    tally.outages.append((name, outcome))
+    tally.outages.append((name, f"{outcome} ({busy} jobs unfinished when it began)"))
 
 
 def _wait_finished(stack, observer, tally, timeout):
