@@ -57,11 +57,20 @@ def add_followers(*args, **fields):
     _run_unit(unit)
 
 
-def _run_unit(unit):
+def _delivery():
+    """(attempt, first delivery?) of the message being processed: the
+    faults' business only."""
     message = CurrentMessage.get_current_message()
-    first_delivery = message is None or (attempt_of(message) == 1 and not getattr(message, "redelivered", False))
+    if message is None:
+        return 1, True
+    attempt = attempt_of(message)
+    return attempt, attempt == 1 and not getattr(message, "redelivered", False)
+
+
+def _run_unit(unit):
+    attempt, first_delivery = _delivery() if faults.ACTIVE else (1, True)
     if faults.ACTIVE:
-        faults.before_effect(unit, attempt_of(message) if message else 1)
+        faults.before_effect(unit, attempt)
     with database.connection_context():
         if "no_dedup" in settings.NAIVE:
             followers.apply_unit_naively(**unit, after_commit=lambda: faults.after_commit(unit, first_delivery))

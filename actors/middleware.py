@@ -152,6 +152,10 @@ class DeliveryLimit(Middleware):
         self._release()  # a hold whose ack never came (a failed ack) must not linger
         suspect = getattr(message, "redelivered", False)
         if suspect:
+            self.gate.acquire_exclusive()
+            self.local.held = "exclusive"
+            self._flush_acks()
+            # Counted once it runs: a suspect that died waiting here did not start.
             with database.connection_context():
                 starts = DeliveryAttempt.count_redelivery(message.message_id)
                 last_error = DeliveryAttempt.last_error_of(message.message_id)
@@ -162,9 +166,6 @@ class DeliveryLimit(Middleware):
                     message,
                     DeliveryLimitExceeded(f"started {starts - 1} times without finishing; last: {cause}"),
                 )
-            self.gate.acquire_exclusive()
-            self.local.held = "exclusive"
-            self._flush_acks()
         else:
             self.gate.acquire_shared()
             self.local.held = "shared"

@@ -68,7 +68,7 @@ def _drive_and_judge(scenario, mode_name, mode, stack, progress):
     try:
         started = time.time()
         users, requested, http_errors = {}, 0, 0
-        for user_login, followers_login, count, is_async in scenario.requests:
+        for user_login, followers_login, count, is_async in mode.requests or scenario.requests:
             if user_login not in users:
                 response = stack.post("/api/v1/users", json={"login": user_login, "password": "pw", "age": 30})
                 users[user_login] = response.json()["id"]
