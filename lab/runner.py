@@ -94,7 +94,10 @@ def _wait_drained(observer, stack, window, started, progress):
     last_report = 0
     while True:
         now = time.time()
-        if observer.drained(SETTLE_S):
+        # A worker that just died has messages on their way back to the
+        # queue, and a restart under way: not drained yet.
+        last_exit = max(stack.process_exits.values(), default=0)
+        if now - last_exit >= SETTLE_S and observer.drained(SETTLE_S):
             idle = observer.seconds_since_activity()
             return round(now - float(idle or 0) - started, 1)
         if now - started > window:
