@@ -198,11 +198,6 @@ class Job(BaseModel):
         )
         return rows[0] if rows else None
 
-    def unit_done(self, chunk):
-        return JobUnit.select().where(
-            (JobUnit.job == self.id) & (JobUnit.chunk == chunk) & (JobUnit.status == "done")
-        ).exists()
-
     def has_unfinished_predecessor(self):
         """Is an earlier ordered job of the same user still short of its last
         unit? (Ordered units run one after another, so the last one done
