@@ -157,8 +157,7 @@ class DeliveryLimit(Middleware):
             self._flush_acks()
             # Counted once it runs: a suspect that died waiting here did not start.
             with database.connection_context():
-                starts = DeliveryAttempt.count_redelivery(message.message_id)
-                last_error = DeliveryAttempt.last_error_of(message.message_id)
+                starts, last_error = DeliveryAttempt.count_redelivery(message.message_id)
             message.deliveries = starts
             if starts > self.max_deliveries:
                 cause = last_error or "its worker died while running it"

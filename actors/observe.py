@@ -17,6 +17,7 @@ from db import MessageEvent, database
 from .middleware import attempt_of, failure_reason, unit_of
 
 logger = logging.getLogger("followers.units")
+events_logger = logging.getLogger("followers.events")
 
 
 def outcome_of(message, exception):
@@ -115,7 +116,7 @@ class EventLog(Middleware):
                 )
         except PeeweeException as error:
             self.local.event = None
-            logging.getLogger(__name__).warning("could not record event: %r", error)
+            events_logger.warning("could not record event: %r", error)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         event = getattr(self.local, "event", None)
@@ -130,7 +131,7 @@ class EventLog(Middleware):
                     error=failure_reason(message) if exception is not None else None,
                 ).where(MessageEvent.id == event.id).execute()
         except PeeweeException as error:
-            logging.getLogger(__name__).warning("could not record event end: %r", error)
+            events_logger.warning("could not record event end: %r", error)
 
     def after_skip_message(self, broker, message):
         self.after_process_message(broker, message, exception=getattr(message, "_exception", None))

@@ -24,17 +24,19 @@ class DeliveryAttempt(BaseModel):
 
     @classmethod
     def count_redelivery(cls, message_id):
-        """Record a start of a redelivered message; returns how many starts
-        it has had at least, this one included (the unrecorded first is 1)."""
+        """Record a start of a redelivered message, in one statement; returns
+        (starts so far, this one included: the unrecorded first is 1, and
+        why its worker was last killed, if the watchdog said)."""
         query = (
             cls.insert(message_id=message_id, starts=2)
             .on_conflict(
                 conflict_target=[cls.message_id],
                 update={cls.starts: cls.starts + 1, cls.updated_at: fn.now()},
             )
-            .returning(cls.starts)
+            .returning(cls.starts, cls.last_error)
         )
-        return list(query.execute())[0].starts
+        row = list(query.execute())[0]
+        return row.starts, row.last_error
 
     @classmethod
     def note_kill(cls, message_id, reason):
@@ -47,11 +49,6 @@ class DeliveryAttempt(BaseModel):
             )
             .execute()
         )
-
-    @classmethod
-    def last_error_of(cls, message_id):
-        row = cls.get_or_none(cls.message_id == message_id)
-        return row.last_error if row else None
 
 
 class DeadLetter(BaseModel):

@@ -15,3 +15,11 @@ def create_user(stack, login, age=30):
     response = stack.post("/api/v1/users", json={"login": login, "password": "pw", "age": age})
     assert response.status_code == 201, response.text
     return response.json()["id"]
+
+
+def submit_async(stack, user_id, followers_login, count):
+    """POST an async add-followers request; returns its 202 body."""
+    response = stack.post("/api/v1/add-followers", json={"userId": user_id, "followersLogin": followers_login,
+                                                         "count": count, "async": 1})
+    assert response.status_code == 202, response.text
+    return response.json()

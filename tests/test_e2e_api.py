@@ -8,7 +8,7 @@ import requests
 
 from db import database
 from lab.services import Stack, queue_depth
-from tests.e2e_helpers import create_user, unique
+from tests.e2e_helpers import create_user, submit_async, unique
 
 FOLLOWERS_PER_MESSAGE = 7
 
@@ -160,8 +160,7 @@ def test_async_job_goes_to_done(stack):
 def test_a_large_job_is_split_by_a_worker(stack):
     # 100 followers / 7 per message = 15 messages > MAX_MESSAGES_PUBLISHED_INLINE (5)
     author = create_user(stack, unique("a"))
-    body = stack.post("/api/v1/add-followers", json={"userId": author, "followersLogin": unique("b"),
-                                                     "count": 100, "async": 1}).json()
+    body = submit_async(stack, author, unique("b"), 100)
     assert body["messages"] == 15
     job = stack.wait_job(body["jobId"])
     assert (job["status"], job["created"]) == ("done", 100)

@@ -9,7 +9,7 @@ import pytest
 
 from lab.observe import Observer
 from lab.services import Stack, free_port, publish_raw, queue_depth, wait_for
-from tests.e2e_helpers import create_user, unique
+from tests.e2e_helpers import create_user, submit_async, unique
 
 
 def dramatiq_message(queue, actor="add_followers", args=(), kwargs=None):
@@ -24,8 +24,7 @@ def test_job_waits_queued_until_workers_start(artifacts):
         stack.reset()
         stack.start_api()
         author = create_user(stack, "author")
-        body = stack.post("/api/v1/add-followers", json={"userId": author, "followersLogin": "w",
-                                                         "count": 35, "async": 1}).json()
+        body = submit_async(stack, author, "w", 35)
         job = stack.get(f"/api/v1/jobs/{body['jobId']}").json()
         assert (job["status"], job["messages"]["done"], job["created"]) == ("queued", 0, 0)
         assert queue_depth(stack.queue_name) == 4
@@ -66,8 +65,7 @@ def stack():
 
 def test_malformed_messages_are_dead_lettered_and_good_ones_still_complete(stack):
     author = create_user(stack, unique("a"))
-    job = stack.post("/api/v1/add-followers", json={"userId": author, "followersLogin": "ok", "count": 5,
-                                                    "async": 1}).json()
+    job = submit_async(stack, author, "ok", 5)
     stack.wait_job(job["jobId"])
     good = {"job_id": job["jobId"], "chunk": 0, "user_id": author, "followers_login": "ok", "start": 0, "count": 5}
     bad_bodies = [
@@ -99,8 +97,7 @@ def test_malformed_messages_are_dead_lettered_and_good_ones_still_complete(stack
     # No worker died, and a good job behind the bad messages completes.
     assert stack.workers.alive and stack.workers.children() == pids
     second = create_user(stack, unique("a"))
-    job = stack.post("/api/v1/add-followers", json={"userId": second, "followersLogin": unique("g"), "count": 12,
-                                                    "async": 1}).json()
+    job = submit_async(stack, second, unique("g"), 12)
     assert stack.wait_job(job["jobId"])["created"] == 12
     log = stack.workers.log_path.read_text()
     assert "count: must be a whole number" in log and "job 999999 does not exist" in log

@@ -11,7 +11,7 @@ import pytest
 from lab.runner import run
 from lab.scenarios import SCENARIOS
 from lab.services import ROOT, Stack, publish_raw, queue_depth, wait_for
-from tests.e2e_helpers import create_user
+from tests.e2e_helpers import create_user, submit_async
 
 EXPECTED = {"naive": "REPRODUCED", "robust": "SOLVED"}
 RUNS = [(scenario, mode) for scenario in SCENARIOS for mode in scenario.modes]
@@ -45,8 +45,7 @@ def test_dead_letters_can_be_listed_and_replayed_after_a_fix():
         stack.reset()
         stack.start()
         author = create_user(stack, "author")
-        job = stack.post("/api/v1/add-followers", json={"userId": author, "followersLogin": "fan", "count": 15,
-                                                        "async": 1}).json()
+        job = submit_async(stack, author, "fan", 15)
         state = stack.wait_job(job["jobId"])
         assert state["status"] == "failed" and state["messages"]["failed"] == 1
         assert "InjectedFault: injected error on follower fan_#7" in state["errors"][0]

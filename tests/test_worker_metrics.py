@@ -3,7 +3,7 @@
 import requests
 
 from lab.services import Stack, free_port, wait_for
-from tests.e2e_helpers import create_user
+from tests.e2e_helpers import create_user, submit_async
 
 
 def test_workers_expose_message_counts(tmp_path):
@@ -14,8 +14,7 @@ def test_workers_expose_message_counts(tmp_path):
         stack.reset()
         stack.start()
         author = create_user(stack, "author")
-        job = stack.post("/api/v1/add-followers", json={"userId": author, "followersLogin": "m", "count": 3000,
-                                                        "async": 1}).json()
+        job = submit_async(stack, author, "m", 3000)
         stack.wait_job(job["jobId"])
 
         def scrape():
@@ -38,8 +37,7 @@ def test_one_json_line_per_unit_with_log_format_json():
         stack.reset()
         stack.start()
         author = create_user(stack, "author")
-        job = stack.post("/api/v1/add-followers", json={"userId": author, "followersLogin": "j", "count": 10,
-                                                        "async": 1}).json()
+        job = submit_async(stack, author, "j", 10)
         stack.wait_job(job["jobId"])
         stack.workers.stop()
         lines = [json.loads(line) for line in stack.workers.log_path.read_text().splitlines()
