@@ -120,6 +120,12 @@ WORKER_METRICS = _bool("WORKER_METRICS", True)
 #: "json" makes the workers' per-unit lines JSON objects; anything else, key=value text.
 LOG_FORMAT = _str("LOG_FORMAT", "text")
 
+# --- The harness (tests, lab, bench) -----------------------------------------
+
+#: Prefix of the database and queue names of every stack the harness starts,
+#: so that two checkouts on one machine can run their tests side by side.
+STACK_PREFIX = _str("STACK_PREFIX", "")
+
 # --- The lab (python -m lab) ---------------------------------------------------
 # Off by default; the lab sets them in the workers' environment only. Nothing
 # in the production path changes while they are unset.

@@ -10,7 +10,7 @@ from peewee import PostgresqlDatabase
 
 from db.database import connect_params
 from db.models import Subscription, User
-from lab.services import ROOT
+from harness import ROOT
 
 # The baselines in Peewee use the service's own models, bound to this database.
 database = PostgresqlDatabase(None)

@@ -9,7 +9,7 @@ import time
 import pika
 
 import settings
-from lab.services import delete_queues
+from harness import delete_queues
 
 
 def run(queue_name, count):

@@ -18,7 +18,7 @@ import psycopg2
 
 import settings
 from db.database import connect_params
-from lab.services import ROOT, consumer_count, delete_queues, wait_for
+from harness import ROOT, consumer_count, delete_queues, wait_for
 
 PREFETCH = 30
 PROCESSES = 2

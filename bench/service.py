@@ -1,12 +1,12 @@
 """The service's figures, over HTTP against the real gunicorn and dramatiq
-processes of a ``lab.services.Stack``."""
+processes of a ``harness.Stack``."""
 
 import math
 import statistics
 import threading
 import time
 
-from lab.services import wait_for
+from harness import wait_for
 
 from .progress import say
 from .raw_http import JsonPost

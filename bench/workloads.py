@@ -9,8 +9,9 @@ all down at the end, whatever happened.
 from concurrent.futures import ThreadPoolExecutor
 
 import passwords
+import settings
 from db import schema
-from lab.services import ROOT, Stack, database_url, delete_queues
+from harness import ROOT, Stack, database_url, delete_queues
 
 from . import baseline_db, confirmed_publish, copy_then_select, insert_many, original_loop, pika_pipeline, service
 from .memory import PeakRss
@@ -53,9 +54,11 @@ class Bench:
         self.args = args
         self.selected = set(args.workloads)
         self.prefix = args.prefix
-        self.baseline_url = database_url(f"followers_{self.prefix}_baselines")
-        self.pika_queue = f"{self.prefix}_pika"
-        self.publish_queue = f"{self.prefix}_publish"
+        # Stacks add settings.STACK_PREFIX to their names; the baselines do the same.
+        own = f"{settings.STACK_PREFIX}{self.prefix}"
+        self.baseline_url = database_url(f"followers_{own}_baselines")
+        self.pika_queue = f"{own}_pika"
+        self.publish_queue = f"{own}_publish"
         self.conn = None
         self.consumers = []
         self.stacks = {}

@@ -17,7 +17,7 @@ from . import dlq
 from .report import write_report
 from .runner import run, table
 from .scenarios import BY_NAME, SCENARIOS
-from .services import ROOT
+from harness import ROOT
 
 
 def cmd_list(args):

@@ -23,7 +23,7 @@ from pathlib import Path
 import requests
 
 from .observe import Observer
-from .services import Stack, wait_for
+from harness import Stack, wait_for
 
 CHAOS_ENV = {
     "FOLLOWERS_PER_MESSAGE": "5",  # many small units: many in flight at every kill

@@ -8,7 +8,7 @@ import psycopg2
 
 from db.database import connect_params
 
-from .services import queue_depth
+from harness import queue_depth
 
 
 def _alive(pid):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .observe import Observer
 from .scenarios import COMMON_ENV, send_bad_messages
-from .services import Stack
+from harness import Stack
 
 #: How long "nothing queued, nothing running" must hold to count as drained:
 #: longer than the longest retry backoff (MAX_BACKOFF_MS) plus the second a

@@ -9,7 +9,7 @@ modes, fits in a few minutes on two cores.
 import json
 from dataclasses import dataclass, field
 
-from .services import publish_raw
+from harness import publish_raw
 
 #: Every lab worker records its events and backs off briefly.
 COMMON_ENV = {

@@ -13,8 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 _base = urlsplit(os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/followers")
-os.environ["DATABASE_URL"] = urlunsplit(_base._replace(path="/followers_test"))
-os.environ["QUEUE_NAME"] = "test_add_followers"
+# STACK_PREFIX (see settings.py) keeps two checkouts' test runs apart.
+_prefix = os.environ.get("STACK_PREFIX", "")
+os.environ["DATABASE_URL"] = urlunsplit(_base._replace(path=f"/followers_{_prefix}test"))
+os.environ["QUEUE_NAME"] = f"{_prefix}test_add_followers"
 os.environ["PASSWORD_HASH_COST"] = "1024"  # hashing is not under test here; keep it cheap
 
 import pytest  # noqa: E402

@@ -3,7 +3,7 @@ WWW-Authenticate otherwise); unset, the API is open."""
 
 import pytest
 
-from lab.services import Stack
+from harness import Stack
 from tests.api_helpers import TOKEN, assert_clean_4xx, assert_conforms
 from tests.e2e_helpers import create_user, unique
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from lab.services import Stack
+from harness import Stack
 from tests.api_helpers import assert_clean_4xx, assert_conforms, raw_http
 from tests.e2e_helpers import create_user, unique
 

@@ -9,7 +9,7 @@ import pytest
 
 import followers
 from db import Job, JobUnit
-from lab.services import Stack
+from harness import Stack
 from tests.e2e_helpers import create_user, unique
 
 

@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from db import database
-from lab.services import Stack, queue_depth
+from harness import Stack, queue_depth
 from tests.e2e_helpers import create_user, submit_async, unique
 
 FOLLOWERS_PER_MESSAGE = 7

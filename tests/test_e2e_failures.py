@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from lab.observe import Observer
-from lab.services import Stack, free_port, publish_raw, queue_depth, wait_for
+from harness import Stack, free_port, publish_raw, queue_depth, wait_for
 from tests.e2e_helpers import create_user, submit_async, unique
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from lab.runner import run
 from lab.scenarios import SCENARIOS
-from lab.services import ROOT, Stack, publish_raw, queue_depth, wait_for
+from harness import ROOT, Stack, publish_raw, queue_depth, wait_for
 from tests.e2e_helpers import create_user, submit_async
 
 EXPECTED = {"naive": "REPRODUCED", "robust": "SOLVED"}

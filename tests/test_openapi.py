@@ -10,7 +10,7 @@ import falcon.inspect
 import pytest
 
 import api
-from lab.services import BIN, Stack
+from harness import BIN, Stack
 from tests.api_helpers import OPENAPI, ROOT, TOKEN, assert_conforms, openapi_path
 from tests.e2e_helpers import create_user, unique
 

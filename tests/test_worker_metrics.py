@@ -2,7 +2,7 @@
 
 import requests
 
-from lab.services import Stack, free_port, wait_for
+from harness import Stack, free_port, wait_for
 from tests.e2e_helpers import create_user, submit_async
 
 

@@ -1,13 +1,12 @@
-"""Start, watch and stop the real service: gunicorn and ``dramatiq actors``.
+"""One isolated instance of the service: gunicorn and ``dramatiq actors`` on
+a database, a queue and a port of their own.
 
 Used by the lab, the benchmark and the end-to-end tests, which all run the
-processes a user would run, each on its own database, queue and port, and
-kill them for real when a scenario is about failure.
+processes a user would run and kill them for real when a test or a scenario
+is about failure.
 """
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,104 +14,18 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import pika
 import requests
 
 import settings
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from .processes import BIN, ROOT, Process, free_port, wait_for
+from .rabbitmq import consumer_count, delete_queues
 
 
 def database_url(name):
     """settings.DATABASE_URL with another database name."""
     parts = urlsplit(settings.DATABASE_URL)
     return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def wait_for(predicate, *, timeout, what, interval=0.2, progress=None):
-    """Poll ``predicate`` until it returns a true value, which is returned.
-    ``progress`` (optional) is called with the seconds waited so far."""
-    started = time.monotonic()
-    last_report = started
-    while True:
-        value = predicate()
-        if value:
-            return value
-        now = time.monotonic()
-        if now - started > timeout:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        if progress and now - last_report >= 1:
-            progress(now - started)
-            last_report = now
-        time.sleep(interval)
-
-
-class Process:
-    """One child process in its own process group, its output in a log file."""
-
-    def __init__(self, name, argv, *, env, log_path):
-        self.name = name
-        self.argv = argv
-        self.env = env
-        self.log_path = Path(log_path)
-        self.popen = None
-
-    def start(self):
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
-        return self
-
-    @property
-    def alive(self):
-        return self.popen is not None and self.popen.poll() is None
-
-    def children(self):
-        """PIDs of the direct children (dramatiq's worker processes)."""
-        try:
-            text = Path(f"/proc/{self.popen.pid}/task/{self.popen.pid}/children").read_text()
-        except (OSError, AttributeError):
-            return []
-        return [int(pid) for pid in text.split()]
-
-    def stop(self, timeout=15):
-        """SIGTERM the group, SIGKILL it after ``timeout`` seconds."""
-        if self.popen is None:
-            return
-        if self.alive:
-            self._signal_group(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        # Kill whatever is left in the group, even if the leader is gone.
-        self._signal_group(signal.SIGKILL)
-        try:
-            self.popen.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-
-    def _signal_group(self, signum):
-        try:
-            os.killpg(self.popen.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def log_tail(self, lines=30):
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 class Stack:
@@ -144,6 +57,8 @@ class Stack:
         stop_timeout=15,
         api_token=None,
     ):
+        # Two checkouts on one machine (STACK_PREFIX) never share a database or a queue.
+        name = f"{settings.STACK_PREFIX}{name}"
         self.name = name
         self.api_token = api_token
         self.stop_timeout = stop_timeout
@@ -304,57 +219,3 @@ class Stack:
             return job if job["status"] in statuses else None
 
         return wait_for(finished, timeout=timeout, what=f"job {job_id} to finish", interval=0.1, progress=progress)
-
-
-# --- RabbitMQ ----------------------------------------------------------------
-
-
-def _connection():
-    return pika.BlockingConnection(pika.URLParameters(settings.RABBITMQ_URL))
-
-
-def queue_state(queue_name):
-    """(ready messages, consumers) of a queue, or (0, 0) if it does not exist."""
-    connection = _connection()
-    try:
-        result = connection.channel().queue_declare(queue=queue_name, passive=True)
-        return result.method.message_count, result.method.consumer_count
-    except pika.exceptions.ChannelClosedByBroker:
-        return 0, 0
-    finally:
-        if connection.is_open:
-            connection.close()
-
-
-def queue_depth(queue_name):
-    return queue_state(queue_name)[0]
-
-
-def consumer_count(queue_name):
-    return queue_state(queue_name)[1]
-
-
-def delete_queues(queue_name):
-    """Delete a queue with its delay (.DQ) and dead-letter (.XQ) queues."""
-    connection = _connection()
-    try:
-        for name in (queue_name, f"{queue_name}.DQ", f"{queue_name}.XQ"):
-            connection.channel().queue_delete(queue=name)
-    finally:
-        connection.close()
-
-
-def publish_raw(queue_name, body, *, headers=None):
-    """Publish bytes straight to a queue, as a broken or hostile producer would."""
-    connection = _connection()
-    try:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        channel.basic_publish(
-            exchange="",
-            routing_key=queue_name,
-            body=body,
-            properties=pika.BasicProperties(delivery_mode=2, headers=headers),
-        )
-    finally:
-        connection.close()

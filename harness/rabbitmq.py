@@ -1,0 +1,57 @@
+"""RabbitMQ as the harness sees it: queue depths and consumers, deleting a
+stack's queues, and publishing raw bytes as a broken producer would."""
+
+import pika
+
+import settings
+
+
+def _connection():
+    return pika.BlockingConnection(pika.URLParameters(settings.RABBITMQ_URL))
+
+
+def queue_state(queue_name):
+    """(ready messages, consumers) of a queue, or (0, 0) if it does not exist."""
+    connection = _connection()
+    try:
+        result = connection.channel().queue_declare(queue=queue_name, passive=True)
+        return result.method.message_count, result.method.consumer_count
+    except pika.exceptions.ChannelClosedByBroker:
+        return 0, 0
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def queue_depth(queue_name):
+    return queue_state(queue_name)[0]
+
+
+def consumer_count(queue_name):
+    return queue_state(queue_name)[1]
+
+
+def delete_queues(queue_name):
+    """Delete a queue with its delay (.DQ) and dead-letter (.XQ) queues."""
+    connection = _connection()
+    try:
+        for name in (queue_name, f"{queue_name}.DQ", f"{queue_name}.XQ"):
+            connection.channel().queue_delete(queue=name)
+    finally:
+        connection.close()
+
+
+def publish_raw(queue_name, body, *, headers=None):
+    """Publish bytes straight to a queue, as a broken or hostile producer would."""
+    connection = _connection()
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish(
+            exchange="",
+            routing_key=queue_name,
+            body=body,
+            properties=pika.BasicProperties(delivery_mode=2, headers=headers),
+        )
+    finally:
+        connection.close()
