@@ -1,8 +1,8 @@
 """The HTTP API: ``gunicorn api:app``.
 
 Resources are thin: they read and validate input (``validation``), call the
-domain (``followers``) or submit a job (``actors.submit_job``), and shape the
-answer. Errors of every kind become a JSON body
+domain (``followers``, ``jobs``) or the intake (``web.intake``), and shape
+the answer. Errors of every kind become a JSON body
 ``{"success": false, "error": ..., "description"?: ..., "fields"?: {...}}``
 (``web.errors``); no stack trace ever reaches a client. The document of it
 all is openapi.json, served at ``GET /openapi.json``.
@@ -20,9 +20,10 @@ import followers
 import settings
 import validation
 from actors import BrokerUnavailable
-from db import Job, database
+from db import Job, Outbox, database
 from validation import PG_INT_MAX
-from web import errors
+from web import errors, idempotency
+from web.intake import JobIntake
 from web.metrics import MetricsResource, RequestMetrics
 from web.middleware import BearerToken, BodyLimit, DatabaseConnection
 
@@ -91,17 +92,37 @@ class SubscriptionsResource:
 class AddFollowersResource:
     token_required = ("POST",)  # when settings.API_TOKEN is set (web.middleware.BearerToken)
 
+    def __init__(self, *, intake, idempotent):
+        self.intake = intake
+        self.idempotent = idempotent
+
     def on_post(self, req, resp):
         form = validate_body(req, validation.ADD_FOLLOWERS)
-        if not form["async"]:
-            user = followers.get_user(form["userId"])
-            created, skipped = followers.add_followers_now(user, form["followersLogin"], form["count"])
-            resp.media = {"created": created, "skipped": skipped}
-            return
-        job = actors.submit_job(form["userId"], form["followersLogin"], form["count"])
-        resp.status = falcon.HTTP_202
-        resp.location = f"/api/v1/jobs/{job.id}"
-        resp.media = {"success": True, "jobId": job.id, "messages": job.messages}
+        key = idempotency.key_of(req)
+        run = self._add_now if not form["async"] else self._submit
+        if key is None:
+            status, body, replayed = *run(form), False
+        else:
+            # An async request claims its key and creates its job in one transaction.
+            status, body, replayed = self.idempotent.run(key, form, lambda: run(form), atomic=bool(form["async"]))
+        if form["async"] and not replayed:
+            self.intake.committed(body["jobId"])
+        if replayed:
+            resp.set_header("Idempotent-Replayed", "true")
+        if status == 202:
+            resp.location = f"/api/v1/jobs/{body['jobId']}"
+        resp.status = falcon.code_to_http_status(status)
+        resp.media = body
+
+    def _add_now(self, form):
+        user = followers.get_user(form["userId"])
+        created, skipped = followers.add_followers_now(user, form["followersLogin"], form["count"])
+        return 200, {"created": created, "skipped": skipped}
+
+    def _submit(self, form):
+        self.intake.check_backlog()
+        job = self.intake.create(form["userId"], form["followersLogin"], form["count"])
+        return 202, {"success": True, "jobId": job.id, "messages": job.units}
 
 
 class JobResource:
@@ -113,19 +134,29 @@ class JobResource:
 
 
 class HealthResource:
+    """200 while PostgreSQL answers: the API takes work then, even with
+    RabbitMQ down (it waits in the outbox, which this shows)."""
+
+    def __init__(self, *, publisher):
+        self.publisher = publisher
+
     def on_get(self, req, resp):
         checks = {"database": "ok", "broker": "ok"}
+        outbox = None
         try:
-            database.execute_sql("SELECT 1")
+            pending, oldest_age = Outbox.backlog()
+            outbox = {"pending": pending, "oldestAgeSeconds": oldest_age}
         except (OperationalError, InterfaceError) as error:
             checks["database"] = f"down: {str(error).strip()}"
         try:
-            actors.publisher.ping()
+            self.publisher.ping()
         except BrokerUnavailable as error:
-            checks["broker"] = f"down: {error}"
-        healthy = all(value == "ok" for value in checks.values())
-        resp.status = falcon.HTTP_200 if healthy else falcon.HTTP_503
-        resp.media = {"status": "ok" if healthy else "unavailable", **checks}
+            checks["broker"] = f"down: {error}; new jobs wait in the outbox"
+        if checks["database"] != "ok":
+            resp.status, status = falcon.HTTP_503, "unavailable"
+        else:
+            resp.status, status = falcon.HTTP_200, "ok" if checks["broker"] == "ok" else "degraded"
+        resp.media = {"status": status, **checks, "outbox": outbox}
 
 
 class OpenApiResource:
@@ -154,8 +185,11 @@ def _operations(document):
 # --- The application ---------------------------------------------------------
 
 
-def create_app(*, max_body_bytes=None, api_token=None, metrics_dir=None):
+def create_app(*, max_body_bytes=None, api_token=None, metrics_dir=None, intake=None):
+    """The WSGI app. ``intake`` creates async jobs (default: ``JobIntake``
+    on this process's relay); the lab passes its own."""
     api_token = settings.API_TOKEN if api_token is None else api_token
+    intake = intake or JobIntake(relay=actors.relay, max_pending=settings.OUTBOX_MAX_PENDING)
     router = CompiledRouter()
     app = falcon.App(
         router=router,
@@ -167,15 +201,17 @@ def create_app(*, max_body_bytes=None, api_token=None, metrics_dir=None):
         ],
     )
     errors.register(app)
+    idempotency.register(app)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(loads=_json_loads)
 
     app.add_route("/api/v1/users", UsersResource())
     app.add_route(f"/api/v1/users/{{user_id:{ID}}}", UserResource())
     app.add_route(f"/api/v1/users/{{user_id:{ID}}}/followers", FollowersResource())
     app.add_route("/api/v1/subscriptions", SubscriptionsResource())
-    app.add_route("/api/v1/add-followers", AddFollowersResource())
+    idempotent = idempotency.IdempotentRequests(ttl_hours=settings.IDEMPOTENCY_KEY_TTL_H)
+    app.add_route("/api/v1/add-followers", AddFollowersResource(intake=intake, idempotent=idempotent))
     app.add_route(f"/api/v1/jobs/{{job_id:{ID}}}", JobResource())
-    app.add_route("/health", HealthResource())
+    app.add_route("/health", HealthResource(publisher=actors.publisher))
     app.add_route("/metrics", MetricsResource(metrics_dir or settings.API_METRICS_DIR))
     app.add_route("/openapi.json", OpenApiResource(api_token=api_token))
     return app

@@ -56,8 +56,20 @@ MAX_FOLLOWERS_PER_REQUEST = _int("MAX_FOLLOWERS_PER_REQUEST", 100_000)
 #: A job of more messages than this is split by a worker (one ``split_job``
 #: message), so that the API answers at once whatever the count.
 MAX_MESSAGES_PUBLISHED_INLINE = _int("MAX_MESSAGES_PUBLISHED_INLINE", 20)
-#: Messages published per broker transaction (one round trip per batch).
+#: Messages published per broker transaction (one round trip per batch);
+#: also the outbox rows a relay claims at once.
 PUBLISH_BATCH_SIZE = _int("PUBLISH_BATCH_SIZE", 1000)
+
+# --- The outbox ----------------------------------------------------------------
+
+#: How often each process's relay looks at the outbox when nothing woke it
+#: (rows a dead process left behind, a backlog after a RabbitMQ outage).
+OUTBOX_SWEEP_MS = _int("OUTBOX_SWEEP_MS", 1000)
+#: Above this many unsent messages (RabbitMQ down for long), the API answers
+#: 503 with Retry-After instead of letting the outbox grow without bound.
+OUTBOX_MAX_PENDING = _int("OUTBOX_MAX_PENDING", 100_000)
+#: How long the first answer to a request with an Idempotency-Key is kept.
+IDEMPOTENCY_KEY_TTL_H = _int("IDEMPOTENCY_KEY_TTL_H", 24)
 
 # --- Workers -----------------------------------------------------------------
 
@@ -96,7 +108,7 @@ API_THREADS = _int("API_THREADS", 4)
 
 #: Request bodies larger than this are refused with 413.
 MAX_BODY_BYTES = _int("MAX_BODY_BYTES", 64 * 1024)
-#: Seconds the API waits for RabbitMQ before it answers 503.
+#: Seconds a relay (or /health) waits for RabbitMQ before giving up on it.
 BROKER_TIMEOUT_S = _int("BROKER_TIMEOUT_S", 5)
 
 # --- API: authentication, metrics --------------------------------------------
@@ -127,16 +139,10 @@ LOG_FORMAT = _str("LOG_FORMAT", "text")
 STACK_PREFIX = _str("STACK_PREFIX", "")
 
 # --- The lab (python -m lab) ---------------------------------------------------
-# Off by default; the lab sets them in the workers' environment only. Nothing
-# in the production path changes while they are unset.
+# Read only by the lab's own worker and API modules (lab/workers, lab/apps),
+# which the lab runs in place of the production ones; the production code
+# never reads them. Each is off at 0 or empty.
 
-#: Record one row per processed message (worker, thread, start, end, outcome)
-#: in message_events, for the lab's verdicts and timelines.
-RECORD_EVENTS = _bool("RECORD_EVENTS", False)
-#: Naive behaviours of the original lesson, comma-separated:
-#: no_dedup (plain inserts, no unit mark), swallow_errors (log and ack).
-NAIVE = frozenset(filter(None, _str("NAIVE", "").replace(" ", "").split(",")))
-#: Faults. Each is off at 0 or empty.
 FAULT_CRASH_AFTER_COMMIT = _bool("FAULT_CRASH_AFTER_COMMIT", False)  # on a unit's first delivery
 FAULT_FAIL_FIRST_ATTEMPTS = _int("FAULT_FAIL_FIRST_ATTEMPTS", 0)  # raise before the effect
 FAULT_SLEEP_WHEN_COUNT = _int("FAULT_SLEEP_WHEN_COUNT", 0)  # a unit of this many followers...
@@ -144,3 +150,6 @@ FAULT_SLEEP_S = _int("FAULT_SLEEP_S", 1000)  # ...blocks in time.sleep this long
 FAULT_CRASH_ON_LOGIN = _str("FAULT_CRASH_ON_LOGIN", "")  # os._exit on this follower login
 FAULT_RAISE_ON_LOGIN = _str("FAULT_RAISE_ON_LOGIN", "")  # exception on this follower login
 FAULT_UNIT_DELAY_MS = _int("FAULT_UNIT_DELAY_MS", 0)  # every unit takes this much longer
+#: Percent of async requests whose API process is SIGKILLed between the
+#: commit of the job and the hand-off of its messages.
+FAULT_API_KILL_PERCENT = _int("FAULT_API_KILL_PERCENT", 0)

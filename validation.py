@@ -159,13 +159,8 @@ PAGE = {
     "offset": Integer(default=0),
 }
 
-#: One unit of work, as an ``add_followers`` message carries it.
+#: One unit of work, as an ``add_followers`` message names it.
 UNIT = {
     "job_id": Integer(minimum=1),
-    "chunk": Integer(),
-    "user_id": Integer(minimum=1),
-    "followers_login": Text(max_length=FOLLOWERS_LOGIN_MAX),
-    "start": Integer(),
-    "count": Integer(minimum=1),
-    "ordered": Boolean(default=False),
+    "unit": Integer(),
 }

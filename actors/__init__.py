@@ -15,7 +15,8 @@ from dramatiq.middleware.prometheus import Prometheus
 import settings
 
 from .middleware import DeadLetters, DeliveryLimit, HardTimeLimit
-from .observe import EventLog, UnitLog
+from .observe import UnitLog
+from .relay import OutboxRelay, relay
 
 
 def _middleware():
@@ -24,7 +25,6 @@ def _middleware():
     return [
         # Opt-in in Dramatiq: message counts, errors, retries, durations on :9191.
         *([Prometheus()] if settings.WORKER_METRICS else []),
-        *([EventLog()] if settings.RECORD_EVENTS else []),
         DeadLetters(),
         DeliveryLimit(max_deliveries=settings.MAX_DELIVERIES),
         UnitLog(json_lines=settings.LOG_FORMAT == "json"),
@@ -37,6 +37,7 @@ def _middleware():
             min_backoff=settings.MIN_BACKOFF_MS,
             max_backoff=settings.MAX_BACKOFF_MS,
         ),
+        OutboxRelay(relay=relay),
     ]
 
 
@@ -51,7 +52,7 @@ dramatiq.set_broker(broker)
 # Our own loggers (followers.*) follow LOG_LEVEL; Dramatiq's follow its -v flags.
 logging.getLogger("followers").setLevel(settings.LOG_LEVEL)
 
-from .add_followers import add_followers, split_job, submit_job  # noqa: E402
+from .add_followers import add_followers, split_job  # noqa: E402
 from .publishing import BrokerUnavailable, publisher  # noqa: E402
 
-__all__ = ["broker", "add_followers", "split_job", "submit_job", "publisher", "BrokerUnavailable"]
+__all__ = ["broker", "add_followers", "split_job", "publisher", "relay", "BrokerUnavailable"]

@@ -40,11 +40,11 @@ def attempt_of(message):
 
 
 def unit_of(message):
-    """(job_id, chunk) of a unit-of-work message, or (None, None)."""
+    """(job_id, unit) of a unit-of-work message, or (None, None)."""
     kwargs = message.kwargs if isinstance(message.kwargs, dict) else {}
-    job_id, chunk = kwargs.get("job_id"), kwargs.get("chunk")
-    if type(job_id) is int and type(chunk) is int:
-        return job_id, chunk
+    job_id, unit = kwargs.get("job_id"), kwargs.get("unit")
+    if type(job_id) is int and type(unit) is int:
+        return job_id, unit
     return None, None
 
 
@@ -74,14 +74,14 @@ class DeadLetters(Middleware):
     def after_nack(self, broker, message):
         reason = failure_reason(message)
         logger.warning("dead-lettered message %s (%s): %s", message.message_id, message.actor_name, reason)
-        job_id, chunk = unit_of(message)
+        job_id, unit = unit_of(message)
         try:
             with database.connection_context():
                 DeadLetter.record(
                     message.message_id, message.queue_name, message.actor_name, reason, attempt_of(message)
                 )
                 if job_id is not None:
-                    JobUnit.mark_failed(job_id, chunk, reason)
+                    JobUnit.mark_failed(job_id, unit, reason)
         except PeeweeException as error:
             # Unknown job (foreign key) or database down: the log line stands.
             logger.warning("could not record dead letter %s: %r", message.message_id, error)

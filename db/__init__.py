@@ -1,7 +1,13 @@
 """Persistence: the database object, the models, the schema set-up."""
 
 from .database import database
+from .idempotency import IdempotencyKey
+from .jobs import Job, JobUnit
 from .messages import DeadLetter, DeliveryAttempt, MessageEvent
-from .models import Job, JobUnit, Subscription, User
+from .models import Subscription, User
+from .outbox import Outbox
 
-__all__ = ["database", "Job", "JobUnit", "Subscription", "User", "DeadLetter", "DeliveryAttempt", "MessageEvent"]
+__all__ = [
+    "database", "Job", "JobUnit", "Subscription", "User", "DeadLetter", "DeliveryAttempt", "MessageEvent",
+    "Outbox", "IdempotencyKey",
+]

@@ -12,10 +12,24 @@ import psycopg2
 from psycopg2 import sql
 
 from .database import connect_params, database
+from .idempotency import IdempotencyKey
+from .jobs import JOB_MODELS
 from .messages import MESSAGE_MODELS
 from .models import MODELS
+from .outbox import Outbox
 
-ALL_MODELS = MODELS + MESSAGE_MODELS
+ALL_MODELS = MODELS + JOB_MODELS + MESSAGE_MODELS + [Outbox, IdempotencyKey]
+
+
+def _rename_column(table, old, new):
+    """An idempotent RENAME COLUMN (PostgreSQL has no IF EXISTS for it)."""
+    return f"""
+        DO $$ BEGIN
+            IF EXISTS (SELECT 1 FROM information_schema.columns
+                       WHERE table_schema = current_schema() AND table_name = '{table}' AND column_name = '{old}')
+            THEN ALTER TABLE {table} RENAME COLUMN {old} TO {new};
+            END IF;
+        END $$"""
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +37,11 @@ logger = logging.getLogger(__name__)
 UPGRADES = [
     "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS ordered BOOLEAN NOT NULL DEFAULT FALSE",
     "DROP INDEX IF EXISTS subscriptions_author_id",  # redundant with (author_id, follower_id)
+    # One word for the unit of work: unit (it was also "chunk" and "message").
+    _rename_column("job_units", "chunk", "unit"),
+    _rename_column("jobs", "chunk_size", "unit_size"),
+    _rename_column("jobs", "messages", "units"),
+    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS enqueued BOOLEAN NOT NULL DEFAULT TRUE",
 ]
 
 

@@ -11,6 +11,8 @@ import followers
 import validation
 from actors import BrokerUnavailable
 
+from .intake import Backpressure, handle_backpressure
+
 logger = logging.getLogger("followers.api")
 
 
@@ -55,4 +57,5 @@ def register(app):
     app.add_error_handler(followers.NotFound, _handler(falcon.HTTP_404))
     app.add_error_handler(followers.Conflict, _handler(falcon.HTTP_409))
     app.add_error_handler(BrokerUnavailable, _handler(falcon.HTTP_503, "broker unavailable"))
+    app.add_error_handler(Backpressure, handle_backpressure)
     app.add_error_handler((OperationalError, InterfaceError), _handler(falcon.HTTP_503, "database unavailable"))

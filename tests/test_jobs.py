@@ -1,0 +1,160 @@
+"""Jobs and units against the real PostgreSQL: what a job writes to the
+outbox, what a unit applies and sends, and the edge paths of at-least-once
+delivery (a unit delivered twice, a done unit redelivered, a message that
+lies about its job, a cancelled job)."""
+
+import pytest
+
+import jobs
+import settings
+from db import Job, JobUnit, Outbox, Subscription, database
+
+
+@pytest.fixture
+def author(db):
+    import followers
+
+    return followers.create_user("author", "pw", 40)
+
+
+def outbox():
+    """The unsent messages: (actor, kwargs), oldest first."""
+    return [(row.actor_name, row.kwargs) for row in Outbox.select().order_by(Outbox.id)]
+
+
+def unit_message(job, unit):
+    return ("add_followers", {"job_id": job.id, "unit": unit})
+
+
+def send_all():
+    """What a relay does, minus RabbitMQ: take every row out."""
+    with database.atomic():
+        return [(actor, kwargs) for _, _, _, actor, kwargs, _ in Outbox.claim(10_000)]
+
+
+def followers_of(author):
+    return Subscription.select().where(Subscription.author == author).count()
+
+
+def test_a_job_and_its_units_are_committed_together(author):
+    job = jobs.create_job(author.id, "fan", 10, unit_size=4)
+    assert (job.units, job.status) == (3, "queued")
+    assert [job.unit_bounds(u) for u in range(3)] == [(0, 4), (4, 8), (8, 10)]
+    assert outbox() == [unit_message(job, 0), unit_message(job, 1), unit_message(job, 2)]
+
+
+def test_an_unknown_user_commits_neither_job_nor_message(author):
+    with pytest.raises(jobs.NotFound):
+        jobs.create_job(999_999, "fan", 10)
+    assert Job.select().count() == 0 and outbox() == []
+
+
+def test_a_large_job_is_one_split_job_that_writes_its_units_once(author, monkeypatch):
+    monkeypatch.setattr(settings, "MAX_MESSAGES_PUBLISHED_INLINE", 2)
+    job = jobs.create_job(author.id, "fan", 5, unit_size=1)
+    assert send_all() == [("split_job", {"job_id": job.id})]
+    assert jobs.enqueue_units(job.id) == 5
+    assert jobs.enqueue_units(job.id) == 0  # a redelivered split_job writes nothing
+    assert len(outbox()) == 5
+    with pytest.raises(jobs.InvalidUnit, match="job 424242 does not exist"):
+        jobs.enqueue_units(424242)
+
+
+def test_a_unit_delivered_twice_commits_once(author):
+    job = jobs.create_job(author.id, "fan", 10, unit_size=4)
+    assert jobs.apply_unit(job.id, 1) == (4, 0, 0, False)
+    assert jobs.apply_unit(job.id, 1) == (None, None, 0, False)
+    assert followers_of(author) == 4
+    assert JobUnit.get(job=job.id, unit=1).created == 4
+
+
+def test_job_progress_goes_from_queued_to_done(author):
+    job = jobs.create_job(author.id, "fan", 10, unit_size=4)
+    assert job.to_dict()["status"] == "queued"
+    jobs.apply_unit(job.id, 0)
+    state = job.to_dict()
+    assert (state["status"], state["messages"]["done"], state["created"]) == ("running", 1, 4)
+    jobs.apply_unit(job.id, 2)
+    jobs.apply_unit(job.id, 1)
+    state = Job.get_by_id(job.id).to_dict()
+    assert (state["status"], state["created"], state["skipped"]) == ("done", 10, 0)
+    assert Job.count_by_status() == {"done": 1}
+
+
+def test_a_dead_lettered_unit_fails_the_job_and_a_replay_mends_it(author):
+    job = jobs.create_job(author.id, "fan", 4, unit_size=2)
+    jobs.apply_unit(job.id, 0)
+    JobUnit.mark_failed(job.id, 1, "RuntimeError: boom")
+    state = job.to_dict()
+    assert state["status"] == "failed" and state["errors"] == ["unit 1: RuntimeError: boom"]
+    assert Job.count_by_status() == {"failed": 1}
+    JobUnit.mark_failed(job.id, 0, "late duplicate")  # never undoes a done unit
+    assert jobs.apply_unit(job.id, 1) == (2, 0, 0, False)
+    state = job.to_dict()
+    assert (state["status"], state["created"], state["errors"]) == ("done", 4, [])
+
+
+def test_a_unit_of_an_unknown_job_is_invalid(author):
+    with pytest.raises(jobs.InvalidUnit, match="job 12345 does not exist"):
+        jobs.apply_unit(12345, 0)
+
+
+@pytest.mark.parametrize("unit", [2, 99, -1])
+def test_a_unit_out_of_range_is_invalid_and_leaves_the_job_counts_intact(author, unit):
+    job = jobs.create_job(author.id, "fan", 4, unit_size=2)
+    jobs.apply_unit(job.id, 0)
+    jobs.apply_unit(job.id, 1)
+    with pytest.raises(jobs.InvalidUnit, match=r"has units 0\.\.1; the message asks for unit"):
+        jobs.apply_unit(job.id, unit)
+    JobUnit.mark_failed(job.id, unit, "InvalidUnit: out of range")  # what the dead-letter middleware does
+    state = job.to_dict()
+    assert (state["status"], state["messages"]) == ("done", {"total": 2, "done": 2, "failed": 0})
+    assert followers_of(author) == 4
+
+
+def test_ordered_units_send_their_successor_once(author):
+    job = jobs.create_job(author.id, "fan", 4, unit_size=2, ordered=True)
+    second = jobs.create_job(author.id, "more", 2, unit_size=2, ordered=True)
+    assert send_all() == [unit_message(job, 0)]  # the second waits behind the first
+    assert jobs.apply_unit(job.id, 0).sent == 1
+    assert send_all() == [unit_message(job, 1)]
+    assert jobs.apply_unit(job.id, 1).sent == 1
+    assert send_all() == [unit_message(second, 0)]  # the last unit starts the next job
+    # Redelivered after its work was done, a unit sends nothing: the chain cannot fork.
+    assert jobs.apply_unit(job.id, 0) == (None, None, 0, False)
+    assert jobs.apply_unit(job.id, 1) == (None, None, 0, False)
+    assert outbox() == []
+
+
+def test_an_ordered_job_starts_at_once_when_none_is_ahead(author):
+    job = jobs.create_job(author.id, "fan", 2, unit_size=2, ordered=True)
+    jobs.apply_unit(job.id, 0)
+    send_all()
+    later = jobs.create_job(author.id, "next", 2, unit_size=2, ordered=True)
+    assert send_all() == [unit_message(later, 0)]
+
+
+def test_the_next_ordered_job_skips_failed_and_cancelled_jobs(author):
+    first = jobs.create_job(author.id, "a", 1, unit_size=1, ordered=True)
+    failed = jobs.create_job(author.id, "b", 1, unit_size=1, ordered=True)
+    cancelled = jobs.create_job(author.id, "c", 1, unit_size=1, ordered=True)
+    last = jobs.create_job(author.id, "d", 1, unit_size=1, ordered=True)
+    Job.update(status="failed").where(Job.id == failed.id).execute()  # an older release's refused job
+    Job.update(status="cancelled").where(Job.id == cancelled.id).execute()
+    send_all()
+    jobs.apply_unit(first.id, 0)
+    assert send_all() == [unit_message(last, 0)]
+
+
+def test_a_cancelled_job_applies_nothing_and_an_ordered_one_passes_the_chain_on_once(author):
+    plain = jobs.create_job(author.id, "plain", 4, unit_size=2)
+    ordered = jobs.create_job(author.id, "fan", 4, unit_size=2, ordered=True)
+    following = jobs.create_job(author.id, "next", 2, unit_size=2, ordered=True)
+    send_all()
+    Job.update(status="cancelled").where(Job.id.in_([plain.id, ordered.id])).execute()
+    assert jobs.apply_unit(plain.id, 0) == (None, None, 0, True)
+    assert jobs.apply_unit(ordered.id, 0) == (None, None, 1, True)
+    assert send_all() == [unit_message(following, 0)]
+    assert jobs.apply_unit(ordered.id, 0) == (None, None, 0, True)  # redelivered: passes nothing twice
+    assert outbox() == [] and followers_of(author) == 0
+    assert Job.get_by_id(plain.id).to_dict()["status"] == "cancelled"
