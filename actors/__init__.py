@@ -9,7 +9,7 @@ import logging
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.middleware import CurrentMessage, Retries, ShutdownNotifications, TimeLimit
+from dramatiq.middleware import Retries, ShutdownNotifications, TimeLimit
 from dramatiq.middleware.prometheus import Prometheus
 
 import settings
@@ -31,7 +31,6 @@ def _middleware():
         HardTimeLimit(time_limit=settings.HARD_TIME_LIMIT_MS),
         TimeLimit(time_limit=settings.TIME_LIMIT_MS),
         ShutdownNotifications(),
-        CurrentMessage(),
         Retries(
             max_retries=settings.MAX_RETRIES,
             min_backoff=settings.MIN_BACKOFF_MS,

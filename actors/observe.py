@@ -1,5 +1,4 @@
-"""Seeing what the workers do: a log line per processed message, and the
-lab's event rows."""
+"""Seeing what the workers do: a log line per processed message."""
 
 import datetime
 import json
@@ -10,14 +9,10 @@ import threading
 import time
 
 from dramatiq.middleware import Middleware
-from peewee import PeeweeException
-
-from db import MessageEvent, database
 
 from .middleware import attempt_of, failure_reason, unit_of
 
 logger = logging.getLogger("followers.units")
-events_logger = logging.getLogger("followers.events")
 
 
 def outcome_of(message, exception):
@@ -85,53 +80,6 @@ class UnitLog(Middleware):
                 f"[{now:%Y-%m-%d %H:%M:%S},{now.microsecond // 1000:03d}] [PID {os.getpid()}] "
                 f"[{threading.current_thread().name}] [followers.units] [INFO] {fields}"
             )
-
-    def after_skip_message(self, broker, message):
-        self.after_process_message(broker, message, exception=getattr(message, "_exception", None))
-
-
-class EventLog(Middleware):
-    """Records each processing of a message in ``message_events``: a row at
-    the start (so a worker that dies mid-message leaves it ``running``) and
-    its end. Two writes per message: for the lab only, off by default."""
-
-    def __init__(self):
-        self.local = threading.local()
-
-    def before_process_message(self, broker, message):
-        job_id, chunk = unit_of(message)
-        user_id = message.kwargs.get("user_id") if isinstance(message.kwargs, dict) else None
-        try:
-            with database.connection_context():
-                self.local.event = MessageEvent.create(
-                    message_id=message.message_id,
-                    actor_name=message.actor_name,
-                    job_id=job_id,
-                    chunk=chunk,
-                    user_id=user_id if type(user_id) is int else None,
-                    pid=os.getpid(),
-                    thread=threading.current_thread().name,
-                    redelivered=int(bool(getattr(message, "redelivered", False))),
-                    started=datetime.datetime.now(datetime.timezone.utc),
-                )
-        except PeeweeException as error:
-            self.local.event = None
-            events_logger.warning("could not record event: %r", error)
-
-    def after_process_message(self, broker, message, *, result=None, exception=None):
-        event = getattr(self.local, "event", None)
-        self.local.event = None
-        if event is None:
-            return
-        try:
-            with database.connection_context():
-                MessageEvent.update(
-                    ended=datetime.datetime.now(datetime.timezone.utc),
-                    outcome=outcome_of(message, exception),
-                    error=failure_reason(message) if exception is not None else None,
-                ).where(MessageEvent.id == event.id).execute()
-        except PeeweeException as error:
-            events_logger.warning("could not record event end: %r", error)
 
     def after_skip_message(self, broker, message):
         self.after_process_message(broker, message, exception=getattr(message, "_exception", None))

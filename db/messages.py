@@ -1,7 +1,7 @@
 """What the workers record about messages, as opposed to what they do.
 
 Each table is written off the happy path only: a redelivery, a dead letter,
-or the lab's event log (off unless RECORD_EVENTS is set).
+or the lab's event log (written by the lab's workers only).
 """
 
 from peewee import CharField, IntegerField, TextField, fn
@@ -89,7 +89,7 @@ class MessageEvent(BaseModel):
     message_id = CharField(max_length=64, index=True)
     actor_name = CharField(max_length=255)
     job_id = IntegerField(null=True)
-    chunk = IntegerField(null=True)
+    unit = IntegerField(null=True)
     user_id = IntegerField(null=True)
     pid = IntegerField()
     thread = CharField(max_length=64)

@@ -41,6 +41,7 @@ UPGRADES = [
     _rename_column("job_units", "chunk", "unit"),
     _rename_column("jobs", "chunk_size", "unit_size"),
     _rename_column("jobs", "messages", "units"),
+    _rename_column("message_events", "chunk", "unit"),
     "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS enqueued BOOLEAN NOT NULL DEFAULT TRUE",
 ]
 

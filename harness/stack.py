@@ -42,6 +42,9 @@ class Stack:
       log_dir(Path): Where the processes' output goes (emptied first).
       api_token(str): Sets API_TOKEN and sends it with every request made
         through ``post`` and ``get``.
+      app(str): What gunicorn serves (the lab serves its own apps).
+      workers_module(str): What ``dramatiq`` imports (the lab's workers add
+        their middleware to the production actors).
     """
 
     def __init__(
@@ -56,11 +59,15 @@ class Stack:
         api_workers=2,
         stop_timeout=15,
         api_token=None,
+        app="api:app",
+        workers_module="actors",
     ):
         # Two checkouts on one machine (STACK_PREFIX) never share a database or a queue.
         name = f"{settings.STACK_PREFIX}{name}"
         self.name = name
         self.api_token = api_token
+        self.app = app
+        self.workers_module = workers_module
         self.stop_timeout = stop_timeout
         self.worker_exits = []  # (time.time(), exit code) of each dramatiq exit seen by the supervisor
         self.process_exits = {}  # worker process pid -> time.time() the supervisor saw it gone
@@ -87,6 +94,7 @@ class Stack:
         self.api = None
         self.workers = None
         self.worker_restarts = 0
+        self.kills = 0  # worker processes a test or scenario SIGKILLed
         self._stopping = threading.Event()
         self._supervisor = None
 
@@ -124,7 +132,7 @@ class Stack:
     # --- Processes -------------------------------------------------------
 
     def start_api(self):
-        self.api = Process("api", [str(BIN / "gunicorn"), "api:app"], env=self.env, log_path=self.log_dir / "api.log")
+        self.api = Process("api", [str(BIN / "gunicorn"), self.app], env=self.env, log_path=self.log_dir / "api.log")
         self.api.start()
         wait_for(self._api_answers, timeout=30, what=f"the API on {self.url} (log: {self.api.log_path})")
         return self
@@ -140,7 +148,7 @@ class Stack:
     def start_workers(self):
         argv = [
             str(BIN / "dramatiq"),
-            "actors",
+            self.workers_module,
             "--processes",
             str(self.processes),
             "--threads",

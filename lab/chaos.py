@@ -132,6 +132,7 @@ def run_chaos(*, duration=60, jobs=40, users=4, kill_interval=4.0, stack_name="c
         supervise=True,
         stop_timeout=3,
         api_token=secrets.token_urlsafe(16),
+        workers_module="lab.workers",  # the production actors, with the lab's fault middleware
     )
     tally = Tally()
     started = time.time()

@@ -46,13 +46,18 @@ class Observer:
         """Per job: (id, user, messages, units done, units failed)."""
         return self._rows(
             """
-            SELECT j.id, j.user_id, j.messages,
+            SELECT j.id, j.user_id, j.units,
                    count(*) FILTER (WHERE u.status = 'done'),
                    count(*) FILTER (WHERE u.status = 'failed')
             FROM jobs j LEFT JOIN job_units u ON u.job_id = j.id
             GROUP BY j.id ORDER BY j.id
             """
         )
+
+    def jobs_requested(self):
+        """Followers the committed jobs asked for (a request whose answer was
+        lost may still have committed its job)."""
+        return self._value("SELECT COALESCE(sum(requested), 0) FROM jobs")
 
     def finished_jobs(self):
         return sum(1 for _, _, total, done, failed in self.jobs() if done + failed == total)
@@ -96,9 +101,23 @@ class Observer:
     def events(self):
         return self._rows(
             """
-            SELECT message_id, job_id, chunk, user_id, pid, thread, redelivered,
+            SELECT message_id, job_id, unit, user_id, pid, thread, redelivered,
                    extract(epoch FROM started), extract(epoch FROM ended), outcome, error
             FROM message_events ORDER BY started
+            """
+        )
+
+    def unexplained_runs(self):
+        """Runs of a unit beyond its first that are not redeliveries: a unit
+        sent twice (a chain that forked), not a unit that came back because
+        its worker died under it."""
+        return self._value(
+            """
+            SELECT COALESCE(sum(runs - 1), 0) FROM (
+                SELECT count(*) AS runs FROM message_events
+                WHERE actor_name = 'add_followers' AND job_id IS NOT NULL AND redelivered = 0 AND outcome = 'done'
+                GROUP BY job_id, unit
+            ) AS per_unit WHERE runs > 1
             """
         )
 
@@ -129,9 +148,13 @@ class Observer:
     # --- Queues ----------------------------------------------------------
 
     def ready(self):
-        """Messages waiting in the work queue and the retry-delay queue."""
+        """Messages waiting: in the outbox, in the work queue and in the
+        retry-delay queue."""
         name = self.stack.queue_name
-        return queue_depth(name) + queue_depth(f"{name}.DQ")
+        return self.outbox_pending() + queue_depth(name) + queue_depth(f"{name}.DQ")
+
+    def outbox_pending(self):
+        return self._value("SELECT count(*) FROM outbox")
 
     def dead_lettered(self):
         return queue_depth(f"{self.stack.queue_name}.XQ")

@@ -131,7 +131,7 @@ data-mode="{escape(result.mode)}">
 
 # --- The timeline ---------------------------------------------------------
 
-Event = namedtuple("Event", "message_id job_id chunk user_id pid thread redelivered started ended outcome error")
+Event = namedtuple("Event", "message_id job_id unit user_id pid thread redelivered started ended outcome error")
 
 
 def _lanes(events):
@@ -238,7 +238,7 @@ def _axis(span, x, bottom):
 
 def _bar_tooltip(event, kind, start, end):
     redelivered = f"{DOT}redelivered" if event.redelivered else ""
-    lines = [f"job {event.job_id} unit {event.chunk} (user {event.user_id}){DOT}{kind}{redelivered}",
+    lines = [f"job {event.job_id} unit {event.unit} (user {event.user_id}){DOT}{kind}{redelivered}",
              f"{start:.2f} s \u2192 {end:.2f} s ({end - start:.2f} s){DOT}pid {event.pid} {event.thread}",
              f"message {event.message_id}", *([str(event.error)] if event.error else [])]
     return escape("\n".join(lines))
@@ -260,10 +260,10 @@ def _bar(event, delivery, y, x, job_colour, last_start):
         # The stall: when nothing started after it, everything queued behind it waited.
         stalled = f"{DOT}nothing delivered after it started" if start >= last_start else ""
         parts.append(f'<text x="{left + width - 6:.1f}" y="{top + BAR_H - 4}" text-anchor="end" fill="#1d2433">'
-                     f"job {event.job_id} unit {event.chunk}: still running after {end - start:.1f} s{stalled}</text>")
-    elif kind != "open" and width >= 7 * len(str(event.chunk)) + 4:
+                     f"job {event.job_id} unit {event.unit}: still running after {end - start:.1f} s{stalled}</text>")
+    elif kind != "open" and width >= 7 * len(str(event.unit)) + 4:
         parts.append(f'<text x="{left + width / 2:.1f}" y="{top + BAR_H - 3}" text-anchor="middle" '
-                     f'fill="#fff" font-size="10">{escape(str(event.chunk))}</text>')
+                     f'fill="#fff" font-size="10">{escape(str(event.unit))}</text>')
     return "".join(parts) + "</g>"
 
 

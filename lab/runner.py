@@ -3,10 +3,16 @@ supervised workers with the scenario's settings, send the original's requests
 over HTTP, wait (showing progress) for the queue to drain or the window to
 close, observe, stop everything, and judge."""
 
+import os
+import random
 import secrets
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
+
+import requests
 
 from .observe import Observer
 from .scenarios import COMMON_ENV, send_bad_messages
@@ -50,6 +56,8 @@ def run(scenario, mode_name, *, progress=True, stack_name="lab"):
         supervise=True,
         stop_timeout=3,
         api_token=secrets.token_urlsafe(16),  # the lab drives the API as a client with a token would
+        app=mode.app,
+        workers_module=mode.workers,
     )
     log(f"--- {scenario.name} ({scenario.original}), {mode_name}: {scenario.title}")
     try:
@@ -65,28 +73,61 @@ def run(scenario, mode_name, *, progress=True, stack_name="lab"):
 
 def _drive_and_judge(scenario, mode_name, mode, stack, progress):
     observer = Observer(stack)
+    stop_killing = threading.Event()
+    killer = None
+    if mode.kill_every:
+        killer = threading.Thread(target=_kill_workers, args=(stack, mode.kill_every, stop_killing), daemon=True)
     try:
         started = time.time()
         users, requested, http_errors = {}, 0, 0
-        for user_login, followers_login, count, is_async in mode.requests or scenario.requests:
+        if killer:
+            killer.start()
+        for index, (user_login, followers_login, count, is_async) in enumerate(mode.requests or scenario.requests):
+            if index in scenario.disturbances:
+                action = scenario.disturbances[index]
+                log(f"    {time.time() - started:4.0f} s  {action.__doc__.strip()}")
+                action()
             if user_login not in users:
                 response = stack.post("/api/v1/users", json={"login": user_login, "password": "pw", "age": 30})
                 users[user_login] = response.json()["id"]
-            response = stack.post(
-                "/api/v1/add-followers",
-                data={"userId": users[user_login], "followersLogin": followers_login, "count": count,
-                      "async": is_async},
-            )
-            http_errors += response.status_code >= 400
+            try:
+                response = stack.post(
+                    "/api/v1/add-followers",
+                    data={"userId": users[user_login], "followersLogin": followers_login, "count": count,
+                          "async": is_async},
+                )
+                http_errors += response.status_code >= 400
+            except requests.ConnectionError:  # the API process died under the request
+                http_errors += 1
             requested += count
+            time.sleep(scenario.pace)
+        for action in scenario.finally_:
+            action()
         send_bad_messages(scenario, stack.queue_name)
         drain_s = _wait_drained(observer, stack, mode.window, started, progress)
+        stop_killing.set()
         seen = _observe(observer, stack, users.values(), requested, http_errors, drain_s)
+        seen["kills"] = stack.kills
         verdict, observed = scenario.judge(mode_name, seen)
         return Result(scenario.name, scenario.original, mode_name, mode.expected, observed, verdict, seen,
                       observer.events(), list(stack.worker_exits), dict(stack.process_exits), started)
     finally:
+        stop_killing.set()
+        for action in scenario.finally_:
+            action()
         observer.close()
+
+
+def _kill_workers(stack, interval, stop):
+    """SIGKILL a random worker process every ``interval`` seconds."""
+    while not stop.wait(interval):
+        children = stack.workers.children() if stack.workers else []
+        if children:
+            try:
+                os.kill(random.choice(children), signal.SIGKILL)
+                stack.kills += 1
+            except ProcessLookupError:
+                pass
 
 
 def _wait_drained(observer, stack, window, started, progress):
@@ -121,6 +162,9 @@ def _observe(observer, stack, user_ids, requested, http_errors, drain_s):
         "http_errors": http_errors,
         "jobs": len(jobs),
         "jobs_done": sum(1 for _, _, total, done, _ in jobs if done == total),
+        "jobs_stuck": sum(1 for _, _, total, done, failed in jobs if done + failed < total),
+        "jobs_requested": observer.jobs_requested(),
+        "unexplained_runs": observer.unexplained_runs(),
         "lost": observer.units_unaccounted() if drain_s is not None else 0,
         "dead": observer.dead_lettered(),
         "unique_violations": observer.unique_violations(),

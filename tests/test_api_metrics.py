@@ -10,6 +10,7 @@ import pytest
 import followers
 from db import Job, JobUnit
 from harness import Stack
+from jobs import create_job
 from tests.e2e_helpers import create_user, unique
 
 
@@ -28,16 +29,16 @@ def samples(text, name):
 
 def test_count_by_status_derives_each_status_as_to_dict_does(db):
     user = followers.create_user(unique("m"), "pw", 1)
-    jobs = [followers.create_job(user.id, unique("j"), count, chunk_size=10) for count in (30, 30, 30, 30, 30, 0, 20)]
-    # 0: queued, no unit; 1: running; 2: done; 3: failed (a unit dead-lettered); 4: failed to publish;
+    jobs = [create_job(user.id, unique("j"), count, unit_size=10) for count in (30, 30, 30, 30, 30, 0, 20)]
+    # 0: queued, no unit; 1: running; 2: done; 3: running, a unit dead-lettered; 4: failed (stored);
     # 5: nothing to do (done); 6: finished with one failed unit of two (failed).
-    JobUnit.create(job=jobs[1], chunk=0, status="done")
-    for chunk in range(3):
-        JobUnit.create(job=jobs[2], chunk=chunk, status="done")
-    JobUnit.create(job=jobs[3], chunk=0, status="failed", error="x")
+    JobUnit.create(job=jobs[1], unit=0, status="done")
+    for unit in range(3):
+        JobUnit.create(job=jobs[2], unit=unit, status="done")
+    JobUnit.create(job=jobs[3], unit=0, status="failed", error="x")
     Job.update(status="failed").where(Job.id == jobs[4].id).execute()
-    JobUnit.create(job=jobs[6], chunk=0, status="done")
-    JobUnit.create(job=jobs[6], chunk=1, status="failed", error="x")
+    JobUnit.create(job=jobs[6], unit=0, status="done")
+    JobUnit.create(job=jobs[6], unit=1, status="failed", error="x")
     expected = collections.Counter(job.to_dict()["status"] for job in Job.select())
     assert Job.count_by_status() == dict(expected)
     assert expected == {"queued": 1, "running": 2, "done": 2, "failed": 2}

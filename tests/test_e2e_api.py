@@ -2,6 +2,7 @@
 tests' own database and queue, driven over HTTP like a user would."""
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -170,10 +171,88 @@ def test_a_large_job_is_split_by_a_worker(stack):
 def test_health_is_ok(stack):
     response = stack.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok",
+                               "outbox": {"pending": 0, "oldestAgeSeconds": None}}
 
 
 def test_unknown_method_is_405_with_allow(stack):
     response = requests.delete(f"{stack.url}/api/v1/add-followers", timeout=5)
     assert response.status_code == 405 and "POST" in response.headers["Allow"]
     assert response.json()["success"] is False
+
+
+# --- Idempotency-Key -----------------------------------------------------------
+
+
+def post_keyed(stack, key, **body):
+    return stack.post("/api/v1/add-followers", json=body, headers={"Idempotency-Key": key})
+
+
+def test_a_replayed_async_request_returns_the_first_answer_and_creates_nothing(stack):
+    author = create_user(stack, unique("idem"))
+    key, login = unique("key-"), unique("i")
+    first = post_keyed(stack, key, userId=author, followersLogin=login, count=10, **{"async": 1})
+    assert first.status_code == 202 and "Idempotent-Replayed" not in first.headers
+    body = first.json()
+    again = post_keyed(stack, key, userId=author, followersLogin=login, count=10, **{"async": 1})
+    assert (again.status_code, again.json()) == (202, body)
+    assert again.headers["Idempotent-Replayed"] == "true" and again.headers["Location"] == first.headers["Location"]
+    assert stack.wait_job(body["jobId"])["created"] == 10
+    assert count_followers(stack, author) == 10  # one job, not two
+
+
+def test_a_replayed_sync_request_returns_the_first_answer(stack):
+    author = create_user(stack, unique("idem"))
+    login, key = unique("s"), unique("key-")
+    first = post_keyed(stack, key, userId=author, followersLogin=login, count=3)
+    assert first.json() == {"created": 3, "skipped": 0}
+    again = post_keyed(stack, key, userId=author, followersLogin=login, count=3)
+    assert again.json() == {"created": 3, "skipped": 0}  # the first answer, not "0 created, 3 skipped"
+    assert again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_the_same_key_with_another_request_is_422(stack):
+    author = create_user(stack, unique("idem"))
+    key = unique("key-")
+    assert post_keyed(stack, key, userId=author, followersLogin="a", count=1).status_code == 200
+    response = post_keyed(stack, key, userId=author, followersLogin="a", count=2)
+    assert response.status_code == 422
+    assert response.json()["error"] == "idempotency key reused"
+    assert "different request" in response.json()["description"]
+
+
+def test_the_same_request_as_a_form_or_as_json_is_one_request(stack):
+    author = create_user(stack, unique("idem"))
+    login, key = unique("f"), unique("key-")
+    form = stack.post("/api/v1/add-followers", data={"userId": author, "followersLogin": login, "count": 2},
+                      headers={"Idempotency-Key": key})
+    assert post_keyed(stack, key, userId=author, followersLogin=login, count=2).json() == form.json()
+
+
+def test_concurrent_requests_with_one_key_make_one_job(stack):
+    author = create_user(stack, unique("idem"))
+    login, key = unique("c"), unique("key-")
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: post_keyed(stack, key, userId=author, followersLogin=login, count=5,
+                                                     **{"async": 1}), range(8)))
+    assert {response.status_code for response in answers} == {202}
+    assert len({response.json()["jobId"] for response in answers}) == 1
+    job_id = answers[0].json()["jobId"]
+    assert stack.wait_job(job_id)["created"] == 5
+    assert stack.get(f"/api/v1/jobs/{job_id + 1}").status_code == 404  # no second job
+
+
+@pytest.mark.parametrize("key", ["", "a\tb", "é" * 3, "x" * 256])
+def test_a_malformed_key_is_400_naming_the_header(stack, key):
+    author = create_user(stack, unique("idem"))
+    response = stack.post("/api/v1/add-followers", json={"userId": author, "followersLogin": "k", "count": 1},
+                          headers={"Idempotency-Key": key.encode()})
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.json()["fields"]
+
+
+def test_an_unknown_user_with_a_key_is_404_and_the_key_stays_free(stack):
+    key = unique("key-")
+    assert post_keyed(stack, key, userId=999_999, followersLogin="k", count=1, **{"async": 1}).status_code == 404
+    author = create_user(stack, unique("idem"))  # a failed request kept no answer: the key runs anew
+    assert post_keyed(stack, key, userId=author, followersLogin="k", count=1, **{"async": 1}).status_code == 202

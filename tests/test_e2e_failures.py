@@ -27,32 +27,60 @@ def test_job_waits_queued_until_workers_start(artifacts):
         body = submit_async(stack, author, "w", 35)
         job = stack.get(f"/api/v1/jobs/{body['jobId']}").json()
         assert (job["status"], job["messages"]["done"], job["created"]) == ("queued", 0, 0)
-        assert queue_depth(stack.queue_name) == 4
+        # The API's relay publishes the committed units at once, with no worker running.
+        wait_for(lambda: queue_depth(stack.queue_name) == 4, timeout=5, what="4 units on the queue")
         stack.start_workers()
         job = stack.wait_job(body["jobId"])
         assert (job["status"], job["created"]) == ("done", 35)
         assert queue_depth(stack.queue_name) == 0
 
 
-def test_broker_down_is_503_and_the_job_is_marked_failed():
+def test_with_the_broker_unreachable_jobs_are_accepted_and_start_once_it_answers():
     closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
-    with Stack("e2e_nobroker", env={"RABBITMQ_URL": closed, "BROKER_TIMEOUT_S": "2"}) as stack:
+    env = {"RABBITMQ_URL": closed, "BROKER_TIMEOUT_S": "2", "FOLLOWERS_PER_MESSAGE": "5", "OUTBOX_SWEEP_MS": "200"}
+    with Stack("e2e_nobroker", env=env, threads=2) as stack:
         stack.reset()
         stack.start_api()
-        health = stack.get("/health")
-        assert health.status_code == 503
-        assert health.json()["database"] == "ok" and health.json()["broker"].startswith("down")
         author = create_user(stack, "author")
-        response = stack.post("/api/v1/add-followers", json={"userId": author, "followersLogin": "x",
-                                                             "count": 5, "async": 1})
-        assert response.status_code == 503
-        assert response.json() == {"success": False, "error": "broker unavailable",
-                                   "description": response.json()["description"]}
-        job = stack.get("/api/v1/jobs/1").json()
-        assert job["status"] == "failed" and "not queued" in job["errors"][0]
+        accepted = [submit_async(stack, author, f"x{i}", 10)["jobId"] for i in range(3)]
+        health = stack.get("/health")
+        assert health.status_code == 200, health.text  # PostgreSQL answers: the API takes work
+        body = health.json()
+        assert (body["status"], body["database"]) == ("degraded", "ok") and body["broker"].startswith("down")
+        assert body["outbox"]["pending"] == 6 and body["outbox"]["oldestAgeSeconds"] >= 0
+        assert stack.get(f"/api/v1/jobs/{accepted[0]}").json()["status"] == "queued"
         # The synchronous path needs no broker.
         response = stack.post("/api/v1/add-followers", json={"userId": author, "followersLogin": "x", "count": 5})
         assert response.json() == {"created": 5, "skipped": 0}
+
+        # RabbitMQ is reachable again (the stack is restarted with the right URL):
+        # the relay publishes the backlog, and every accepted job is done.
+        stack.api.stop()
+        del stack.env["RABBITMQ_URL"]
+        stack.start()
+        for job_id in accepted:
+            assert stack.wait_job(job_id)["status"] == "done"
+        assert stack.get("/health").json()["outbox"] == {"pending": 0, "oldestAgeSeconds": None}
+
+
+def test_above_the_outbox_limit_the_api_answers_503_with_retry_after():
+    closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    env = {"RABBITMQ_URL": closed, "BROKER_TIMEOUT_S": "1", "FOLLOWERS_PER_MESSAGE": "1", "OUTBOX_MAX_PENDING": "5",
+           "API_WORKERS": "1"}
+    with Stack("e2e_backlog", env=env, api_workers=1) as stack:
+        stack.reset()
+        stack.start_api()
+        author = create_user(stack, "author")
+        submit_async(stack, author, "first", 6)  # 6 messages wait: over the limit of 5
+        time.sleep(1.1)  # the API counts the backlog at most once a second
+        response = stack.post("/api/v1/add-followers", json={"userId": author, "followersLogin": "more", "count": 1,
+                                                             "async": 1})
+        assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+        assert response.json()["error"] == "too many messages waiting"
+        assert "more than 5 messages wait in the outbox" in response.json()["description"]
+        # The synchronous path still works: it needs no outbox.
+        response = stack.post("/api/v1/add-followers", json={"userId": author, "followersLogin": "now", "count": 2})
+        assert response.status_code == 200
 
 
 @pytest.fixture(scope="module")
@@ -65,23 +93,23 @@ def stack():
 
 def test_malformed_messages_are_dead_lettered_and_good_ones_still_complete(stack):
     author = create_user(stack, unique("a"))
-    job = submit_async(stack, author, "ok", 5)
-    stack.wait_job(job["jobId"])
-    good = {"job_id": job["jobId"], "chunk": 0, "user_id": author, "followers_login": "ok", "start": 0, "count": 5}
+    first = submit_async(stack, author, "ok", 5)
+    stack.wait_job(first["jobId"])
+    good = {"job_id": first["jobId"], "unit": 0}
     bad_bodies = [
         b"{not json",
         b"\xff\xfe binary",
         json.dumps({"userId": 1, "followerLogin": "x", "count": 1}).encode(),  # the original's format
-        dramatiq_message(stack.queue_name, kwargs={**good, "count": "five"}),
-        dramatiq_message(stack.queue_name, kwargs={**good, "followers_login": "x" * 33}),
+        dramatiq_message(stack.queue_name, kwargs={**good, "unit": "zero"}),
         dramatiq_message(stack.queue_name, kwargs={**good, "job_id": 999999}),
-        dramatiq_message(stack.queue_name, kwargs={"job_id": job["jobId"]}),
+        dramatiq_message(stack.queue_name, kwargs={**good, "unit": 99}),  # a unit the job does not have
+        dramatiq_message(stack.queue_name, kwargs={**good, "unit": -1}),
+        dramatiq_message(stack.queue_name, kwargs={"job_id": first["jobId"]}),
+        dramatiq_message(stack.queue_name, kwargs={**good, "user_id": author, "start": 0}),  # the old shape
         dramatiq_message(stack.queue_name, args=[1, 2]),
         dramatiq_message(stack.queue_name, actor="no_such_actor", kwargs=good),
-        dramatiq_message(stack.queue_name, kwargs={**good, "chunk": 0, "user_id": author + 1000}),  # unknown user
-        dramatiq_message(stack.queue_name, kwargs={**good, "count": -5}),
-        dramatiq_message(stack.queue_name, kwargs={k: v for k, v in good.items() if k != "start"}),
-        dramatiq_message(stack.queue_name, kwargs={**good, "followers_login": "a" * 1_000_000}),  # a 1 MB body
+        dramatiq_message(stack.queue_name, kwargs={**good, "pad": "a" * 1_000_000}),  # a 1 MB body
+        dramatiq_message(stack.queue_name, actor="split_job", kwargs={"job_id": 999999}),
         b"x" * 1_000_000,
         b"[1, 2, 3]",
         b"null",
@@ -100,13 +128,42 @@ def test_malformed_messages_are_dead_lettered_and_good_ones_still_complete(stack
     job = submit_async(stack, second, unique("g"), 12)
     assert stack.wait_job(job["jobId"])["created"] == 12
     log = stack.workers.log_path.read_text()
-    assert "count: must be a whole number" in log and "job 999999 does not exist" in log
-    assert "followers_login: must be 1 to 32 characters" in log and "no_such_actor" in log
-    assert "count: must be from 1" in log and "start: is required" in log
-    assert f"user {author}" in log  # the unknown user's unit names the job's real user
+    assert "unit: must be a whole number" in log and "job 999999 does not exist" in log
+    assert f"job {first['jobId']} has units 0..0; the message asks for unit 99" in log and "no_such_actor" in log
+    assert "unit: is required" in log and "user_id: is not a known field" in log
+    # The messages that lied about the good job left its counts as they were.
+    state = stack.get(f"/api/v1/jobs/{first['jobId']}").json()
+    assert (state["status"], state["messages"], state["created"]) == ("done", {"total": 1, "done": 1, "failed": 0}, 5)
     observer = Observer(stack)
     try:  # and the database is consistent: every follower subscribed, every job finished
         assert observer.followers_without_subscription() == 0
         assert observer.finished_jobs() == len(observer.jobs())
     finally:
         observer.close()
+
+
+def test_a_finished_ordered_unit_delivered_again_runs_once_and_sends_nothing():
+    """The chain of an ordered user cannot fork: a duplicate of a done unit
+    (what a redelivery after a crash is) runs, finds its unit done, and
+    sends no successor, so nothing after it runs again."""
+    env = {"FOLLOWERS_PER_MESSAGE": "2", "ORDERED_PER_USER": "1"}
+    with Stack("e2e_fork", env=env, threads=2, workers_module="lab.workers") as stack:
+        stack.reset()
+        stack.start()
+        author = create_user(stack, "author")
+        jobs = [submit_async(stack, author, f"o{i}", 6)["jobId"] for i in range(4)]  # 4 jobs x 3 units
+        for job_id in jobs:
+            assert stack.wait_job(job_id)["status"] == "done"
+        observer = Observer(stack)
+        try:
+            runs = lambda: observer._value("SELECT count(*) FROM message_events WHERE actor_name = 'add_followers'")
+            wait_for(lambda: runs() == 12, timeout=10, what="12 unit runs")
+            for unit in (0, 1):  # the first job's first units, long done
+                publish_raw(stack.queue_name, dramatiq_message(stack.queue_name, kwargs={"job_id": jobs[0],
+                                                                                       "unit": unit}))
+            wait_for(lambda: runs() == 14, timeout=10, what="the 2 duplicates to run")
+            time.sleep(1.5)  # a forked chain would keep running now
+            assert runs() == 14 and observer.ready() == 0
+            assert observer.unexplained_runs() == 2  # the two duplicates, and nothing after them
+        finally:
+            observer.close()

@@ -41,7 +41,7 @@ def dlq(stack, *args):
 def test_dead_letters_can_be_listed_and_replayed_after_a_fix():
     env = {"FOLLOWERS_PER_MESSAGE": "5", "FAULT_RAISE_ON_LOGIN": "fan_#7", "MAX_RETRIES": "0",
            "PASSWORD_HASH_COST": "1024"}
-    with Stack("test_dlq", env=env, threads=2, api_token="dlq-secret") as stack:
+    with Stack("test_dlq", env=env, threads=2, api_token="dlq-secret", workers_module="lab.workers") as stack:
         stack.reset()
         stack.start()
         author = create_user(stack, "author")

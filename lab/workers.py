@@ -1,0 +1,20 @@
+"""The lab's workers: ``dramatiq lab.workers`` runs the production actors
+with the lab's middleware added (event rows, injected faults), so a
+scenario watches the real code fail and recover."""
+
+from dramatiq.middleware import CurrentMessage
+
+import actors
+from actors import broker
+
+from .events import EventLog
+from .faults import FaultInjection
+
+# Appended last: their before hooks run just before the actor, their after
+# hooks first, after the unit's commit and before its ack.
+faults = FaultInjection.from_settings()
+broker.add_middleware(CurrentMessage())  # the naive consumers ask for their message
+broker.add_middleware(EventLog())
+broker.add_middleware(faults)
+
+__all__ = ["actors", "broker", "faults"]
