@@ -46,6 +46,7 @@ TARGETS = [
     ("3. async, default chunking ≥ 0.5× sync", "async_chunked", "sync", 0.5, "ratio"),
     ("4. API async requests/s ≥ 0.5× (e) confirmed publish", "api_rps", "publish", 0.5, "ratio"),
     ("4. p99 latency of an async request < 50 ms", "api_p99", None, 50, "limit"),
+    ("outbox: p99 from a 202 to its message on the queue < 50 ms", "handoff_p99", None, 50, "limit"),
     ("5. peak RSS of every worker process < 200 MB", "worker_rss", None, 200, "limit"),
     ("5. API RSS flat: growth during the job < 5 MB", "api_rss_growth", None, 5, "limit"),
 ]

@@ -11,9 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 import passwords
 import settings
 from db import schema
-from harness import ROOT, Stack, database_url, delete_queues
+from harness import ROOT, Stack, database_url, delete_queues, purge_queue
 
-from . import baseline_db, confirmed_publish, copy_then_select, insert_many, original_loop, pika_pipeline, service
+from . import (
+    baseline_db, confirmed_publish, copy_then_select, handoff, insert_many, original_loop, pika_pipeline, service,
+)
 from .memory import PeakRss
 from .progress import say
 
@@ -44,6 +46,8 @@ def rows(args):
         "api_rps": ("(4) service: async requests, count=10", load, "requests/s"),
         "api_p50": ("(4) service: median latency, async count=100,000", latency, "ms"),
         "api_p99": ("(4) service: p99 latency, async count=100,000", latency, "ms"),
+        "handoff_p50": ("(4) service: median time from a 202 to its message on the queue", latency, "ms"),
+        "handoff_p99": ("(4) service: p99 time from a 202 to its message on the queue", latency, "ms"),
         "worker_rss": ("(5) service: peak RSS of a worker process", memory, "MB"),
         "api_rss_growth": ("(5) service: API worker RSS growth", memory, "MB"),
     }
@@ -190,8 +194,11 @@ class Bench:
         )
         p50, p99 = service.async_latency(stack, author, count=100_000, requests_count=self.args.latency_requests)
         # Nobody consumes this stack's queue: empty it so every round starts alike.
-        delete_queues(stack.queue_name)
-        return {"api_rps": rps, "api_p50": p50, "api_p99": p99}
+        purge_queue(stack.queue_name)
+        handoff_p50, handoff_p99 = handoff.handoff_latency(stack, author, requests_count=self.args.latency_requests)
+        purge_queue(stack.queue_name)
+        return {"api_rps": rps, "api_p50": p50, "api_p99": p99, "handoff_p50": handoff_p50,
+                "handoff_p99": handoff_p99}
 
     def run_memory(self):
         stack, count = self.stacks["main"], self.args.memory_count

@@ -41,6 +41,19 @@ def delete_queues(queue_name):
         connection.close()
 
 
+def purge_queue(queue_name):
+    """Empty a queue, keeping it (a publisher that declared it once does not
+    declare it again)."""
+    connection = _connection()
+    try:
+        connection.channel().queue_purge(queue=queue_name)
+    except pika.exceptions.ChannelClosedByBroker:
+        pass  # no such queue: nothing to empty
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
 def publish_raw(queue_name, body, *, headers=None):
     """Publish bytes straight to a queue, as a broken or hostile producer would."""
     connection = _connection()
