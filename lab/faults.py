@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import Middleware, MiddlewareError
 
 import settings
 from actors.middleware import attempt_of, unit_of
@@ -17,8 +17,10 @@ from db import Job, database
 logger = logging.getLogger("followers.lab.faults")
 
 
-class InjectedFault(Exception):
-    pass
+class InjectedFault(MiddlewareError):
+    """Dramatiq logs and ignores any other exception raised in a before
+    hook; a MiddlewareError fails the message as if its actor had raised,
+    so Retries and the dead-letter queue see it."""
 
 
 def crash(why):

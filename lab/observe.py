@@ -121,6 +121,10 @@ class Observer:
             """
         )
 
+    def failed_runs(self):
+        """Runs that raised and were retried."""
+        return self._value("SELECT count(*) FROM message_events WHERE outcome = 'retrying'")
+
     def unique_violations(self):
         return self._value(
             "SELECT count(*) FROM message_events WHERE error ILIKE '%%unique%%' OR error ILIKE '%%IntegrityError%%'"

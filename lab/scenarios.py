@@ -85,10 +85,13 @@ def judge_redelivery(scenario, mode, seen):
 
 
 def judge_swallow(scenario, mode, seen):
-    text = f"{_created(seen)}; {seen['lost']} units lost; {seen['dead']} dead-lettered"
+    text = f"{_created(seen)}; {seen['lost']} units lost; {seen['dead']} dead-lettered; {seen['failed_runs']} runs failed"
     if mode == "naive":
         return ("REPRODUCED" if seen["lost"] > 0 else "FAILED"), text
-    ok = seen["created"] == seen["requested"] and seen["lost"] == 0 and seen["dead"] == 0
+    # Every unit failed its first attempts for real (the fault struck), and was retried to success.
+    failures = int(scenario.env["FAULT_FAIL_FIRST_ATTEMPTS"]) * seen["jobs_units"]
+    ok = (seen["created"] == seen["requested"] and seen["lost"] == 0 and seen["dead"] == 0
+          and seen["failed_runs"] == failures)
     return ("SOLVED" if ok else "FAILED"), text
 
 

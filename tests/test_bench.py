@@ -37,7 +37,7 @@ def test_bench_prints_the_table_with_ratios():
     for row in rows:
         assert row in out
     verdicts = [line for line in out.splitlines() if line.endswith(("| PASS |", "| MISS |"))]
-    assert len(verdicts) == 8, out
+    assert len(verdicts) == 9, out
     assert all("×" in line for line in verdicts if "≥" in line)
     # Progress goes to stderr, round by round.
     assert "round 1/1" in result.stderr

@@ -1,0 +1,96 @@
+"""The outbox relay against the real PostgreSQL, with publishers that stand
+in for RabbitMQ: what it sends, what it keeps when the broker fails, that
+two relays never send one row twice, and that a relay killed in the middle
+of a publish loses nothing."""
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from actors.publishing import BrokerUnavailable
+from actors.relay import Relay
+from db import Outbox
+from tests.conftest import ROOT
+
+
+class Recorder:
+    """A publisher that keeps what it was given."""
+
+    def __init__(self, *, fail=False, delay=0.0):
+        self.fail = fail
+        self.delay = delay
+        self.sent = []
+        self.lock = threading.Lock()
+
+    def publish(self, messages):
+        messages = list(messages)
+        if self.fail:
+            raise BrokerUnavailable("RabbitMQ is unreachable: test")
+        time.sleep(self.delay)
+        with self.lock:
+            self.sent.extend(message.kwargs["n"] for message in messages)
+        return len(messages)
+
+
+def fill(count):
+    for n in range(count):
+        Outbox.add("q", "add_followers", {"n": n})
+
+
+def relay_with(publisher, batch_size=10):
+    return Relay(publisher=publisher, batch_size=batch_size, sweep_interval=60)
+
+
+def test_a_relay_publishes_every_row_in_order_and_empties_the_outbox(db):
+    fill(25)
+    publisher = Recorder()
+    assert relay_with(publisher).drain() == 25
+    assert publisher.sent == list(range(25))
+    assert Outbox.backlog() == (0, None)
+
+
+def test_with_the_broker_down_the_rows_stay_and_go_out_later(db):
+    fill(5)
+    relay = relay_with(Recorder(fail=True))
+    with pytest.raises(BrokerUnavailable):
+        relay.drain()
+    pending, age = Outbox.backlog()
+    assert pending == 5 and age >= 0
+    relay.publisher = Recorder()
+    assert relay.drain() == 5 and relay.publisher.sent == list(range(5))
+
+
+def test_two_relays_never_send_a_row_twice(db):
+    fill(200)
+    publisher = Recorder(delay=0.01)
+    relays = [relay_with(publisher, batch_size=7) for _ in range(2)]
+    threads = [threading.Thread(target=relay.drain) for relay in relays]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(publisher.sent) == list(range(200))  # each row once, by one relay or the other
+
+
+KILLED_MID_PUBLISH = """
+import os, signal
+from actors.relay import Relay
+class Dies:
+    def publish(self, messages):
+        list(messages)  # handed over to RabbitMQ, say; then the process is killed before the commit
+        os.kill(os.getpid(), signal.SIGKILL)
+Relay(publisher=Dies(), batch_size=100, sweep_interval=60).drain()
+"""
+
+
+def test_a_relay_killed_in_the_middle_of_a_publish_loses_nothing(db):
+    fill(30)
+    result = subprocess.run([sys.executable, "-c", KILLED_MID_PUBLISH], cwd=ROOT, timeout=60)  # the tests' database
+    assert result.returncode == -9
+    assert Outbox.backlog()[0] == 30  # its claim died with it
+    publisher = Recorder()
+    assert relay_with(publisher, batch_size=100).drain() == 30  # sent again: a duplicate, never a loss
+    assert publisher.sent == list(range(30))
