@@ -13,7 +13,7 @@ import validation
 from db import Job, database
 
 from . import faults
-from .middleware import attempt_of
+from .messages import attempt_of
 from .publishing import BrokerUnavailable, publisher
 
 logger = logging.getLogger(f"followers.{__name__}")

@@ -14,7 +14,7 @@ from peewee import PeeweeException
 
 from db import MessageEvent, database
 
-from .middleware import attempt_of, failure_reason, unit_of
+from .messages import attempt_of, failure_reason, unit_of
 
 logger = logging.getLogger("followers.units")
 events_logger = logging.getLogger("followers.events")
