@@ -2,13 +2,12 @@
 
 import logging
 
-import dramatiq
 from dramatiq.middleware import Middleware
 from peewee import PeeweeException
 
 from db import DeadLetter, JobUnit, database
 
-from .messages import attempt_of, dead_letter_now, failure_reason, unit_of
+from .messages import attempt_of, failure_reason, unit_of
 
 logger = logging.getLogger("followers.worker")
 
@@ -19,19 +18,13 @@ class DeadLetters(Middleware):
     for a unit of work, marks the unit failed with it, so that
     ``GET /api/v1/jobs/{id}`` shows it.
 
-    Also dead-letters a message for an actor this worker does not have:
-    Dramatiq would otherwise fail inside its own middleware and ack it,
-    losing it without a trace.
+    A message for an actor this worker does not have needs nothing more:
+    Dramatiq's consumer dead-letters it before any middleware sees it
+    (``ConsumerThread.handle_message``), and ``after_nack`` records why.
 
     Parameters:
       (none)
     """
-
-    def before_process_message(self, broker, message):
-        try:
-            broker.get_actor(message.actor_name)
-        except dramatiq.errors.ActorNotFound as error:
-            dead_letter_now(message, error)
 
     def after_nack(self, broker, message):
         reason = failure_reason(message)
