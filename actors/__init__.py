@@ -14,7 +14,9 @@ from dramatiq.middleware.prometheus import Prometheus
 
 import settings
 
-from .middleware import DeadLetters, DeliveryLimit, HardTimeLimit
+from .dead_letters import DeadLetters
+from .delivery_limit import DeliveryLimit
+from .hard_time_limit import HardTimeLimit
 from .observe import UnitLog
 from .relay import OutboxRelay, relay
 

@@ -10,7 +10,7 @@ import time
 
 from dramatiq.middleware import Middleware
 
-from .middleware import attempt_of, failure_reason, unit_of
+from .messages import attempt_of, failure_reason, unit_of
 
 logger = logging.getLogger("followers.units")
 

@@ -9,7 +9,7 @@ import threading
 from dramatiq.middleware import Middleware
 from peewee import PeeweeException
 
-from actors.middleware import failure_reason, unit_of
+from actors.messages import failure_reason, unit_of
 from actors.observe import outcome_of
 from db import Job, MessageEvent, database
 

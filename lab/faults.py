@@ -11,7 +11,7 @@ import time
 from dramatiq.middleware import Middleware, MiddlewareError
 
 import settings
-from actors.middleware import attempt_of, unit_of
+from actors.messages import attempt_of, unit_of
 from db import Job, database
 
 logger = logging.getLogger("followers.lab.faults")

@@ -3,7 +3,7 @@
 import threading
 import time
 
-from actors.middleware import _Gate
+from actors.delivery_limit import _Gate
 
 
 def test_a_suspect_waits_for_running_messages_and_runs_alone():

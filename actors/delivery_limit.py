@@ -1,0 +1,125 @@
+"""Containing a message that kills its worker: its starts are counted where
+a crash cannot lose the count, and past a limit it is dead-lettered.
+
+Dramatiq counts retries inside the message, which a crash never updates, so
+on RabbitMQ a message that kills its worker is otherwise redelivered forever.
+"""
+
+import threading
+
+from dramatiq.middleware import Middleware
+
+from db import DeliveryAttempt, database
+
+from .messages import DeliveryLimitExceeded, dead_letter_now
+
+
+class _Gate:
+    """Many shared holders or one exclusive holder, exclusive first in line
+    (so a waiting suspect is not starved by a stream of shared holders)."""
+
+    def __init__(self):
+        self.condition = threading.Condition()
+        self.shared = 0
+        self.exclusive = False
+        self.exclusive_waiting = 0
+
+    def acquire_shared(self):
+        with self.condition:
+            while self.exclusive or self.exclusive_waiting:
+                self.condition.wait()
+            self.shared += 1
+
+    def acquire_exclusive(self):
+        with self.condition:
+            self.exclusive_waiting += 1
+            while self.exclusive or self.shared:
+                self.condition.wait()
+            self.exclusive_waiting -= 1
+            self.exclusive = True
+
+    def release(self, exclusive):
+        with self.condition:
+            if exclusive:
+                self.exclusive = False
+            else:
+                self.shared -= 1
+            self.condition.notify_all()
+
+
+class DeliveryLimit(Middleware):
+    """Middleware that dead-letters a message once it has started
+    ``max_deliveries`` times without finishing, whatever killed its workers
+    (``os._exit``, SIGKILL, the OOM killer, the hard time limit).
+
+    Only RabbitMQ's ``redelivered`` flag costs a write: a first delivery is
+    free. A redelivered message is a suspect: it was in flight when a worker
+    died, perhaps because of it, perhaps beside the culprit. So a suspect
+    runs alone in its process, once the acks of the messages before it have
+    gone out: if the process dies again, the count lands on the culprit only,
+    and an innocent neighbour, run alone, simply finishes. (A message merely
+    prefetched by a dying worker counts one start too many at most.)
+
+    Parameters:
+      max_deliveries(int): Starts allowed; 0 turns counting off.
+    """
+
+    def __init__(self, *, max_deliveries):
+        self.max_deliveries = max_deliveries
+        self.gate = _Gate()
+        self.local = threading.local()
+        self.worker = None
+
+    def after_worker_boot(self, broker, worker):
+        self.worker = worker
+
+    def before_process_message(self, broker, message):
+        if not self.max_deliveries:
+            return
+        self._release()  # a hold whose ack never came (a failed ack) must not linger
+        suspect = getattr(message, "redelivered", False)
+        if suspect:
+            self.gate.acquire_exclusive()
+            self.local.held = "exclusive"
+            self._flush_acks()
+            # Counted once it runs: a suspect that died waiting here did not start.
+            with database.connection_context():
+                starts, last_error = DeliveryAttempt.count_redelivery(message.message_id)
+            message.deliveries = starts
+            if starts > self.max_deliveries:
+                cause = last_error or "its worker died while running it"
+                dead_letter_now(
+                    message,
+                    DeliveryLimitExceeded(f"started {starts - 1} times without finishing; last: {cause}"),
+                )
+        else:
+            self.gate.acquire_shared()
+            self.local.held = "shared"
+
+    # Held until the message's ack (or nack) is handed to the connection, so
+    # that _flush_acks, queued after it, waits for it.
+    def after_ack(self, broker, message):
+        self._release()
+
+    after_nack = after_ack
+
+    def _release(self):
+        held = getattr(self.local, "held", None)
+        if held is not None:
+            self.local.held = None
+            self.gate.release(held == "exclusive")
+
+    def _flush_acks(self, timeout=2.0):
+        """Wait until every ack already handed to a consumer's connection is
+        sent: pika runs thread-safe callbacks in order, so a callback queued
+        now runs after them (Dramatiq's consumer close() relies on the same)."""
+        for thread in list(getattr(self.worker, "consumers", {}).values()):
+            connection = getattr(getattr(thread, "consumer", None), "connection", None)
+            if connection is None:
+                continue
+            flushed = threading.Event()
+            try:
+                connection.add_callback_threadsafe(flushed.set)
+            except Exception:  # a closed connection has nothing left to send
+                continue
+            flushed.wait(timeout)

@@ -1,0 +1,38 @@
+"""What the worker middleware read from a Dramatiq message, and the one way
+they send a message to the dead-letter queue without running it."""
+
+from dramatiq.middleware import SkipMessage
+
+
+class DeliveryLimitExceeded(Exception):
+    pass
+
+
+def failure_reason(message):
+    exception = getattr(message, "_exception", None)
+    if exception is None:
+        return "failed"
+    if isinstance(exception, (SkipMessage, DeliveryLimitExceeded)):
+        return str(exception)  # dead_letter_now's reason, already a sentence
+    return f"{type(exception).__name__}: {exception}"
+
+
+def attempt_of(message):
+    """Which attempt this is: Dramatiq's retries plus crash redeliveries."""
+    return message.options.get("retries", 0) + getattr(message, "deliveries", 1)
+
+
+def unit_of(message):
+    """(job_id, unit) of a unit-of-work message, or (None, None)."""
+    kwargs = message.kwargs if isinstance(message.kwargs, dict) else {}
+    job_id, unit = kwargs.get("job_id"), kwargs.get("unit")
+    if type(job_id) is int and type(unit) is int:
+        return job_id, unit
+    return None, None
+
+
+def dead_letter_now(message, exception):
+    """Send a message to the dead-letter queue without running it."""
+    message.stuff_exception(exception)
+    message.fail()
+    raise SkipMessage(str(exception))
