@@ -2,6 +2,6 @@
 
 from .database import database
 from .messages import DeadLetter, DeliveryAttempt, MessageEvent
-from .models import Job, JobUnit, Subscription, User
+from .models import FollowerCount, Job, JobUnit, Subscription, User
 
-__all__ = ["database", "Job", "JobUnit", "Subscription", "User", "DeadLetter", "DeliveryAttempt", "MessageEvent"]
+__all__ = ["database", "FollowerCount", "Job", "JobUnit", "Subscription", "User", "DeadLetter", "DeliveryAttempt", "MessageEvent"]

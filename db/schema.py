@@ -13,7 +13,7 @@ from psycopg2 import sql
 
 from .database import connect_params, database
 from .messages import MESSAGE_MODELS
-from .models import MODELS
+from .models import MODELS, FollowerCount
 
 ALL_MODELS = MODELS + MESSAGE_MODELS
 
@@ -23,6 +23,12 @@ logger = logging.getLogger(__name__)
 UPGRADES = [
     "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS ordered BOOLEAN NOT NULL DEFAULT FALSE",
     "DROP INDEX IF EXISTS subscriptions_author_id",  # redundant with (author_id, follower_id)
+    # Follower counts came after subscriptions: count those made before, once
+    # (while the table is empty); from then on, the statements that
+    # subscribe keep the counts themselves.
+    f"""DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM follower_counts) THEN {FollowerCount.RECOUNT}; END IF;
+    END $$""",
 ]
 
 
