@@ -73,9 +73,14 @@ class UserResource:
 class FollowersResource:
     def on_get(self, req, resp, user_id):
         page = validation.validate(req.params, validation.PAGE)
-        query = followers.get_user(user_id).followers()
-        items = query.limit(page["limit"]).offset(page["offset"])
-        resp.media = {"items": [user.to_dict() for user in items], "total": query.count()}
+        items, total, cursor = followers.followers_page(user_id, **page)
+        # The next page by cursor, also for a client that came by offset.
+        following = f"/api/v1/users/{user_id}/followers?limit={page['limit']}&cursor={cursor}"
+        resp.media = {
+            "items": [user.to_dict() for user in items],
+            "total": total,
+            "next": following if cursor is not None else None,
+        }
 
 
 class SubscriptionsResource:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from peewee import IntegrityError
 
 import settings
-from db import Subscription, User, database
+from db import FollowerCount, Subscription, User, database
 from passwords import hash_password
 
 
@@ -45,9 +45,31 @@ def subscribe(author_id, follower_id):
     get_user(follower_id)
     try:
         with database.atomic():
-            return Subscription.create(author=author_id, follower=follower_id)
+            subscription = Subscription.create(author=author_id, follower=follower_id)
+            FollowerCount.add(author_id, 1)
+            return subscription
     except IntegrityError:
         raise Conflict(f"user {follower_id} already follows user {author_id}") from None
+
+
+def followers_page(user_id, *, limit, offset=0, cursor=0):
+    """A page of a user's followers, oldest subscription first: up to
+    ``limit`` of them after ``cursor`` (0: from the first) and ``offset``.
+    Returns (followers, total, next cursor or None on the last page).
+    Raises NotFound for an unknown user.
+
+    The cursor is the last subscription id of the page before: the next
+    page starts there at once, however deep. ``total`` is the author's
+    follower count (``FollowerCount``), never a count of the rows.
+    """
+    total = FollowerCount.of_user(user_id)
+    if total is None:
+        raise NotFound(f"user {user_id} does not exist")
+    # One row more than the page tells whether another page follows.
+    rows = User.followers_page(user_id, after=cursor, offset=offset, limit=limit + 1)
+    page = rows[:limit]
+    next_cursor = page[-1].subscription_id if len(rows) > limit else None
+    return page, total, next_cursor
 
 
 def add_followers_now(user, followers_login, count):

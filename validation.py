@@ -157,6 +157,8 @@ ADD_FOLLOWERS = {
 PAGE = {
     "limit": Integer(minimum=1, maximum=1000, default=100),
     "offset": Integer(default=0),
+    # The `next` link's: the last subscription id of the page before.
+    "cursor": Integer(default=0),
 }
 
 #: One unit of work, as an ``add_followers`` message names it.

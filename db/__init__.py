@@ -4,10 +4,10 @@ from .database import database
 from .idempotency import IdempotencyKey
 from .jobs import Job, JobUnit
 from .messages import DeadLetter, DeliveryAttempt, MessageEvent
-from .models import Subscription, User
+from .models import FollowerCount, Subscription, User
 from .outbox import Outbox
 
 __all__ = [
-    "database", "Job", "JobUnit", "Subscription", "User", "DeadLetter", "DeliveryAttempt", "MessageEvent",
-    "Outbox", "IdempotencyKey",
+    "database", "FollowerCount", "Job", "JobUnit", "Subscription", "User", "DeadLetter", "DeliveryAttempt",
+    "MessageEvent", "Outbox", "IdempotencyKey",
 ]

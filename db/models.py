@@ -9,6 +9,7 @@ import datetime
 
 from peewee import (
     SQL,
+    BigIntegerField,
     BooleanField,
     CharField,
     CompositeKey,
@@ -16,6 +17,7 @@ from peewee import (
     ForeignKeyField,
     IntegerField,
     Model,
+    SmallIntegerField,
     TextField,
     fn,
 )
@@ -85,6 +87,35 @@ class User(BaseModel):
         )
 
     @classmethod
+    def followers_page(cls, author_id, *, after=0, offset=0, limit):
+        """Up to ``limit`` followers of an author, oldest subscription first,
+        from the subscription after ``after`` (a keyset cursor: the last
+        subscription id a client saw) and ``offset`` rows beyond it. Each
+        user carries ``subscription_id``, the cursor that follows it.
+
+        The (author_id, id) index finds the cursor at once, whatever its
+        depth; the rows an offset skips are read from that index alone (no
+        join, no heap while the visibility map is set), and only the page's
+        own rows are joined to their subscriptions and users.
+        """
+        return list(
+            cls.raw(
+                """
+                SELECT users.*, page.id AS subscription_id
+                FROM (
+                    SELECT id FROM subscriptions
+                    WHERE author_id = %s AND id > %s
+                    ORDER BY id OFFSET %s LIMIT %s
+                ) AS page
+                JOIN subscriptions ON subscriptions.id = page.id
+                JOIN users ON users.id = subscriptions.follower_id
+                ORDER BY page.id
+                """,
+                author_id, after, offset, limit,
+            )
+        )
+
+    @classmethod
     def lock_for_ordering(cls, user_id):
         """Serialize, until the transaction ends, whoever decides which of the
         user's ordered jobs runs next (an advisory lock: it does not block
@@ -118,12 +149,15 @@ class User(BaseModel):
 
 def followers_ctes(*, password, source="", prefix="%(prefix)s", start="%(start)s",
                    stop="%(stop)s", author="%(author)s"):
-    """The two data-modifying CTEs that add followers [start, stop) to an
-    author: ``new_followers`` (users made) and ``subscribed``. Rows go in
-    in order of i, so two transactions on overlapping ranges lock in the same
-    order and cannot deadlock. ``password``, ``prefix``, ``start``, ``stop``
-    and ``author`` are SQL expressions (parameters by default); ``source`` a
-    FROM item they may refer to."""
+    """The data-modifying CTEs that add followers [start, stop) to an
+    author: ``new_followers`` (users made), ``subscribed`` (one row, the
+    author's id, per subscription made) and ``counted``, which adds them to
+    the author's follower count in the same statement. Rows go in in order
+    of i, so two transactions on overlapping ranges lock in the same order
+    and cannot deadlock; the count comes last, so a statement holds its
+    counter row only from its end to its commit. ``password``, ``prefix``,
+    ``start``, ``stop`` and ``author`` are SQL expressions (parameters by
+    default); ``source`` a FROM item they may refer to."""
     source = f"{source}, " if source else ""
     return f"""
         new_followers AS (
@@ -136,19 +170,23 @@ def followers_ctes(*, password, source="", prefix="%(prefix)s", start="%(start)s
         ), subscribed AS (
             INSERT INTO subscriptions (author_id, follower_id)
             SELECT {author}, new_followers.id FROM {source}new_followers ORDER BY new_followers.id
-            RETURNING 1
+            RETURNING author_id
+        ), counted AS (
+            {FollowerCount.upsert("SELECT author_id, count(*) FROM subscribed GROUP BY author_id")}
         )"""
 
 
 class Subscription(BaseModel):
-    # The unique (author, follower) index serves lookups by author: a second
-    # index on author alone would only slow every insert down.
+    # The unique (author, follower) index is the truth of who follows whom;
+    # (author, id) reads an author's followers in subscription order from
+    # any depth (User.followers_page). An index on author alone would be
+    # redundant with both.
     author = ForeignKeyField(User, on_delete="CASCADE", index=False)
     follower = ForeignKeyField(User, on_delete="CASCADE")
 
     class Meta:
         table_name = "subscriptions"
-        indexes = ((("author", "follower"), True),)
+        indexes = ((("author", "follower"), True), (("author", "id"), False))
 
     def to_dict(self):
         return {
@@ -160,4 +198,71 @@ class Subscription(BaseModel):
         }
 
 
-MODELS = [User, Subscription]
+class FollowerCount(Model):
+    """An author's follower count, kept in up to ``SHARDS`` rows that add
+    up to it, by the statements that add subscriptions, in their own
+    transaction: ``followers_ctes`` (the sync path and every unit) and
+    ``followers.subscribe``. Each statement adds to one shard drawn at
+    random, so concurrent units of one author seldom wait on the same row
+    (one row would serialise their commits). The unique subscription index
+    stays the truth; this is its count, exact at every commit, read in one
+    index lookup instead of counting a million rows per page.
+
+    Nothing deletes a subscription today; whatever comes to do so must
+    subtract here in its own statement (``add(author, -n)``).
+    """
+
+    SHARDS = 16
+
+    author = ForeignKeyField(User, on_delete="CASCADE", index=False)
+    shard = SmallIntegerField()
+    n = BigIntegerField()
+
+    class Meta:
+        database = database
+        table_name = "follower_counts"
+        primary_key = CompositeKey("author", "shard")
+
+    @classmethod
+    def upsert(cls, rows):
+        """An INSERT that adds ``rows`` (an SQL SELECT of author_id, n) to
+        the authors' counts, each on a shard drawn for this statement."""
+        return f"""
+            INSERT INTO follower_counts AS c (author_id, shard, n)
+            SELECT author_id, floor(random() * {cls.SHARDS})::int, n FROM ({rows}) AS added (author_id, n)
+            ON CONFLICT (author_id, shard) DO UPDATE SET n = c.n + EXCLUDED.n"""
+
+    @classmethod
+    def add(cls, author_id, n):
+        """Add ``n`` to an author's count (inside the caller's transaction)."""
+        database.execute_sql(cls.upsert("SELECT %s, %s"), (author_id, n))
+
+    @classmethod
+    def of_user(cls, user_id):
+        """The user's follower count, or None if there is no such user (one
+        statement for both, the API's check that the user exists)."""
+        cursor = database.execute_sql(
+            """
+            SELECT (SELECT COALESCE(sum(n), 0) FROM follower_counts WHERE author_id = users.id)
+            FROM users WHERE id = %s
+            """,
+            (user_id,),
+        )
+        row = cursor.fetchone()
+        return None if row is None else int(row[0])
+
+    #: Makes every author's count equal to its subscriptions: adds the
+    #: difference, in one statement that reads both from one snapshot, so
+    #: that units committing meanwhile (each adding its own rows and its
+    #: own count) are neither lost nor counted twice.
+    RECOUNT = """
+        INSERT INTO follower_counts AS c (author_id, shard, n)
+        SELECT author_id, 0, COALESCE(truth.n, 0) - COALESCE(counted.n, 0)
+        FROM (SELECT author_id, count(*) AS n FROM subscriptions GROUP BY author_id) AS truth
+        FULL JOIN (SELECT author_id, sum(n) AS n FROM follower_counts GROUP BY author_id) AS counted
+            USING (author_id)
+        WHERE COALESCE(truth.n, 0) <> COALESCE(counted.n, 0)
+        ON CONFLICT (author_id, shard) DO UPDATE SET n = c.n + EXCLUDED.n"""
+
+
+MODELS = [User, Subscription, FollowerCount]

@@ -15,7 +15,7 @@ from .database import connect_params, database
 from .idempotency import IdempotencyKey
 from .jobs import JOB_MODELS
 from .messages import MESSAGE_MODELS
-from .models import MODELS
+from .models import MODELS, FollowerCount
 from .outbox import Outbox
 
 ALL_MODELS = MODELS + JOB_MODELS + MESSAGE_MODELS + [Outbox, IdempotencyKey]
@@ -43,6 +43,12 @@ UPGRADES = [
     _rename_column("jobs", "messages", "units"),
     _rename_column("message_events", "chunk", "unit"),
     "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS enqueued BOOLEAN NOT NULL DEFAULT TRUE",
+    # Follower counts came after subscriptions: count those made before, once
+    # (while the table is empty); from then on, the statements that
+    # subscribe keep the counts themselves.
+    f"""DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM follower_counts) THEN {FollowerCount.RECOUNT}; END IF;
+    END $$""",
 ]
 
 

@@ -90,6 +90,32 @@ def test_followers_are_paged(stack):
     assert stack.get(f"/api/v1/users/{author}/followers?limit=0").status_code == 400
 
 
+def test_the_next_links_walk_every_follower_once(stack):
+    author, login = create_user(stack, unique("a")), unique("n")
+    stack.post("/api/v1/add-followers", json={"userId": author, "followersLogin": login, "count": 5})
+    late = unique("late")
+    stack.post("/api/v1/subscriptions", json={"authorId": author, "followerId": create_user(stack, late)})
+    seen, url = [], f"/api/v1/users/{author}/followers?limit=2"
+    while url:
+        page = stack.get(url).json()
+        assert page["total"] == 6
+        seen += [user["login"] for user in page["items"]]
+        url = page["next"]
+    assert seen == [f"{login}_#{i}" for i in range(5)] + [late]
+    by_offset = stack.get(f"/api/v1/users/{author}/followers?limit=3&offset=2").json()
+    assert [user["login"] for user in by_offset["items"]] == [f"{login}_#{i}" for i in (2, 3, 4)]
+    rest = stack.get(by_offset["next"]).json()  # an old client's next page is by cursor
+    assert [user["login"] for user in rest["items"]] == [late] and rest["next"] is None
+
+
+@pytest.mark.parametrize("cursor", ["abc", "-1", "1.5", "99999999999", "1e3"])
+def test_a_bad_cursor_is_400_naming_it(stack, cursor):
+    author = create_user(stack, unique("a"))
+    response = stack.get(f"/api/v1/users/{author}/followers", params={"cursor": cursor})
+    assert response.status_code == 400
+    assert list(response.json()["fields"]) == ["cursor"]
+
+
 # --- Add followers, synchronous --------------------------------------------
 
 

@@ -7,7 +7,7 @@ from dramatiq.middleware import CurrentMessage
 
 import actors
 import validation
-from db import Job, JobUnit, database
+from db import FollowerCount, Job, database
 from jobs import InvalidUnit, job_password_hash
 from lab.workers import faults
 
@@ -18,14 +18,16 @@ def add_plainly(job, start, stop, password_hash):
     """The followers and their subscriptions, with no ON CONFLICT: an
     existing login raises a unique violation."""
     cursor = database.execute_sql(
-        """
+        f"""
         WITH new_followers AS (
             INSERT INTO users (login, password, age, is_active)
             SELECT %(prefix)s || i, %(password)s, i, TRUE FROM generate_series(%(start)s, %(stop)s - 1) AS i
             RETURNING id
         ), subscribed AS (
             INSERT INTO subscriptions (author_id, follower_id) SELECT %(author)s, id FROM new_followers
-            RETURNING 1
+            RETURNING author_id
+        ), counted AS (  -- the schema's invariant: every subscription counted
+            {FollowerCount.upsert("SELECT author_id, count(*) FROM subscribed GROUP BY author_id")}
         )
         SELECT count(*) FROM subscribed
         """,
