@@ -6,6 +6,7 @@ close, observe, stop everything, and judge."""
 import os
 import random
 import secrets
+import shutil
 import signal
 import sys
 import threading
@@ -47,6 +48,13 @@ def run(scenario, mode_name, *, progress=True, stack_name="lab"):
     """Run one scenario in one mode on the stack ``stack_name`` (its database
     ``followers_<name>``, queue ``<name>_add_followers``)."""
     mode = scenario.modes[mode_name]
+    missing = [tool for tool in scenario.needs_tools if not shutil.which(tool)]
+    if missing:
+        log(f"--- {scenario.name} ({scenario.original}), {mode_name}: SKIPPED, this machine has no {missing[0]}")
+        seen = {"drain_s": None}
+        return Result(scenario.name, scenario.original, mode_name, mode.expected,
+                      f"not run: it needs {', '.join(missing)} (a local RabbitMQ)", "SKIPPED", seen, [], [], {},
+                      time.time())
     env = {**COMMON_ENV, **scenario.env, **mode.env}
     stack = Stack(
         stack_name,
