@@ -50,10 +50,12 @@ class BaseModel(Model):
 
     @classmethod
     def update(cls, __data=None, **update):
-        # Every UPDATE issued through a model stamps the row, so no caller can forget.
-        query = super().update(__data, **update)
-        query._update.setdefault(cls.updated_at, fn.now())
-        return query
+        # Every UPDATE issued through a model stamps the row, so no caller can
+        # forget; one that sets updated_at itself keeps its own value.
+        given = __data or {}
+        if isinstance(given, dict) and "updated_at" not in {getattr(key, "name", key) for key in given} | update.keys():
+            update["updated_at"] = fn.now()
+        return super().update(__data, **update)
 
 
 class User(BaseModel):
