@@ -72,8 +72,9 @@ def add_followers_now(user, followers_login, count):
     ranges = [(start, min(start + step, count)) for start in range(0, count, step)]
 
     def add(bounds):
+        start, stop = bounds
         with database.connection_context():
-            return User.add_followers(user.id, followers_login, *bounds, password_hash)
+            return User.add_followers(user.id, followers_login, start, stop, password_hash)
 
     if len(ranges) <= 1 or settings.SYNC_PARALLELISM <= 1:
         created = sum(map(add, ranges))
@@ -110,7 +111,7 @@ def create_job(user_id, followers_login, count, *, chunk_size=None, ordered=None
         user = get_user(user_id)
         User.lock_for_ordering(user.id)
         job = Job.create(user=user, **fields)
-        job.starts_now = not job.has_unfinished_predecessor()
+        job.starts_now = not job.has_unfinished_predecessor()  # type: ignore[attr-defined]  # to go (issue 10)
     return job
 
 

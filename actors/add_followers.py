@@ -1,7 +1,6 @@
 """The add-followers actors and the function that submits a job to them."""
 
 import logging
-import os
 
 import dramatiq
 from dramatiq import Message

@@ -79,7 +79,7 @@ class UnitLog(Middleware):
         }
         if exception is not None:
             record["error"] = failure_reason(message)
-        now = datetime.datetime.now(datetime.timezone.utc).astimezone()  # local time, as Dramatiq's lines
+        now = datetime.datetime.now(datetime.UTC).astimezone()  # local time, as Dramatiq's lines
         if self.json_lines:
             self._write(json.dumps({"time": now.isoformat(timespec="milliseconds"), "pid": os.getpid(), **record}))
         else:
@@ -116,7 +116,7 @@ class EventLog(Middleware):
                     pid=os.getpid(),
                     thread=threading.current_thread().name,
                     redelivered=int(bool(getattr(message, "redelivered", False))),
-                    started=datetime.datetime.now(datetime.timezone.utc),
+                    started=datetime.datetime.now(datetime.UTC),
                 )
         except PeeweeException as error:
             self.local.event = None
@@ -130,7 +130,7 @@ class EventLog(Middleware):
         try:
             with database.connection_context():
                 MessageEvent.update(
-                    ended=datetime.datetime.now(datetime.timezone.utc),
+                    ended=datetime.datetime.now(datetime.UTC),
                     outcome=outcome_of(message, exception),
                     error=failure_reason(message) if exception is not None else None,
                 ).where(MessageEvent.id == event.id).execute()

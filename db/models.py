@@ -9,6 +9,7 @@ import datetime
 
 from peewee import (
     SQL,
+    AutoField,
     BooleanField,
     CharField,
     CompositeKey,
@@ -24,7 +25,7 @@ from .database import database
 
 
 def now():
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 class TimestampTZField(DateTimeField):
@@ -44,7 +45,7 @@ class BaseModel(Model):
         legacy_table_names = False
 
     def save(self, *args, **kwargs):
-        if self._pk is not None:
+        if self.get_id() is not None:
             self.updated_at = now()
         return super().save(*args, **kwargs)
 
@@ -59,6 +60,7 @@ class BaseModel(Model):
 
 
 class User(BaseModel):
+    id = AutoField()  # as Peewee would add it, written out for type checkers
     login = CharField(max_length=64, unique=True)
     password = CharField(max_length=160)  # passwords.hash_password(), never plain text
     age = IntegerField()
@@ -144,8 +146,11 @@ def followers_ctes(*, password, source="", skip_existing=True):
 class Subscription(BaseModel):
     # The unique (author, follower) index serves lookups by author: a second
     # index on author alone would only slow every insert down.
+    id = AutoField()  # as Peewee would add it, written out for type checkers
     author = ForeignKeyField(User, on_delete="CASCADE", index=False)
     follower = ForeignKeyField(User, on_delete="CASCADE")
+    author_id: int  # the foreign keys' raw ids, which Peewee adds
+    follower_id: int
 
     class Meta:
         table_name = "subscriptions"
@@ -167,7 +172,9 @@ class Job(BaseModel):
     knows (queued, or failed to publish); running and done are derived from
     the units, so that no worker has to update this hot row."""
 
+    id = AutoField()  # as Peewee would add it, written out for type checkers
     user = ForeignKeyField(User, on_delete="CASCADE")
+    user_id: int  # the foreign key's raw id, which Peewee adds
     followers_login = CharField(max_length=32)
     requested = IntegerField()
     chunk_size = IntegerField()
