@@ -87,8 +87,9 @@ def add_followers_now(user, followers_login, count):
     ranges = [(start, min(start + step, count)) for start in range(0, count, step)]
 
     def add(bounds):
+        start, stop = bounds
         with database.connection_context():
-            return User.add_followers(user.id, followers_login, *bounds, password_hash)
+            return User.add_followers(user.id, followers_login, start, stop, password_hash)
 
     if len(ranges) <= 1 or settings.SYNC_PARALLELISM <= 1:
         created = sum(map(add, ranges))

@@ -1,5 +1,6 @@
 """gunicorn's settings, read by ``gunicorn api:app`` from this folder."""
 
+import logging
 import os
 import shutil
 
@@ -19,13 +20,18 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    """Prometheus multiprocess mode: every worker keeps its metrics in files
+    """Our own loggers (``followers.*``) follow LOG_LEVEL, set here in the
+    master and inherited by every worker it forks (the workers' equivalent
+    is actors.LogLevel); importing the app sets no level.
+
+    Prometheus multiprocess mode: every worker keeps its metrics in files
     of one folder, emptied here, before any worker starts. prometheus_client
     reads PROMETHEUS_MULTIPROC_DIR when a worker first imports it, so it is
     set here, in the master, and inherited by every worker it forks."""
     shutil.rmtree(settings.API_METRICS_DIR, ignore_errors=True)
     os.makedirs(settings.API_METRICS_DIR)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = settings.API_METRICS_DIR
+    logging.getLogger("followers").setLevel(settings.LOG_LEVEL)
 
 
 def child_exit(server, worker):

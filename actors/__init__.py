@@ -5,8 +5,6 @@ broker current at declaration). Nothing connects at import time: connections
 open in each process after the fork, on first use.
 """
 
-import logging
-
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Retries, ShutdownNotifications, TimeLimit
@@ -17,6 +15,7 @@ import settings
 from .dead_letters import DeadLetters
 from .delivery_limit import DeliveryLimit
 from .hard_time_limit import HardTimeLimit
+from .log_level import LogLevel
 from .observe import UnitLog
 from .relay import OutboxRelay, relay
 
@@ -39,6 +38,8 @@ def _middleware():
             max_backoff=settings.MAX_BACKOFF_MS,
         ),
         OutboxRelay(relay=relay),
+        # Last, so that its after_process_boot runs first (after_* in reverse).
+        LogLevel(level=settings.LOG_LEVEL),
     ]
 
 
@@ -50,8 +51,6 @@ broker = RabbitmqBroker(
     middleware=_middleware(),
 )
 dramatiq.set_broker(broker)
-# Our own loggers (followers.*) follow LOG_LEVEL; Dramatiq's follow its -v flags.
-logging.getLogger("followers").setLevel(settings.LOG_LEVEL)
 
 from .add_followers import add_followers, split_job  # noqa: E402
 from .publishing import BrokerUnavailable, publisher  # noqa: E402

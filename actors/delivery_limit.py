@@ -5,13 +5,56 @@ Dramatiq counts retries inside the message, which a crash never updates, so
 on RabbitMQ a message that kills its worker is otherwise redelivered forever.
 """
 
+import logging
 import threading
 
+import dramatiq
+import pika.exceptions
 from dramatiq.middleware import Middleware
 
 from db import DeliveryAttempt, database
 
 from .messages import DeliveryLimitExceeded, dead_letter_now
+
+logger = logging.getLogger("followers.worker")
+
+
+class DramatiqInternalsChanged(RuntimeError):
+    pass
+
+
+def consumer_connections(worker):
+    """The pika connections of a Dramatiq worker's consumers.
+
+    Dramatiq has no public way to reach them, so this is the one place that
+    reaches into its internals (checked against Dramatiq 2.2): the worker's
+    ``consumers`` (queue name -> ConsumerThread), each thread's ``consumer``
+    (None until it connects), and that consumer's ``connection``. When one
+    is missing it raises DramatiqInternalsChanged rather than return nothing,
+    which would make the ack flush silently do nothing;
+    tests/test_delivery_limit.py fails on such an upgrade.
+    """
+
+    def changed(what):
+        return DramatiqInternalsChanged(
+            f"Dramatiq {dramatiq.__version__}: {what}; DeliveryLimit cannot flush acks before a "
+            "suspect runs (adapt consumer_connections in actors/delivery_limit.py)"
+        )
+
+    consumers = getattr(worker, "consumers", None)
+    if not isinstance(consumers, dict):
+        raise changed(f"{type(worker).__name__} has no dict 'consumers'")
+    connections = []
+    for thread in list(consumers.values()):
+        if not hasattr(thread, "consumer"):
+            raise changed(f"{type(thread).__name__} has no 'consumer'")
+        if thread.consumer is None:
+            continue  # not connected yet, or reconnecting: nothing of ours in flight on it
+        connection = getattr(thread.consumer, "connection", None)
+        if not callable(getattr(connection, "add_callback_threadsafe", None)):
+            raise changed(f"{type(thread.consumer).__name__} has no pika 'connection'")
+        connections.append(connection)
+    return connections
 
 
 class _Gate:
@@ -72,6 +115,7 @@ class DeliveryLimit(Middleware):
 
     def after_worker_boot(self, broker, worker):
         self.worker = worker
+        consumer_connections(worker)  # raises now, at boot, if Dramatiq's internals moved
 
     def before_process_message(self, broker, message):
         if not self.max_deliveries:
@@ -81,7 +125,12 @@ class DeliveryLimit(Middleware):
         if suspect:
             self.gate.acquire_exclusive()
             self.local.held = "exclusive"
-            self._flush_acks()
+            try:
+                self._flush_acks()
+            except DramatiqInternalsChanged:
+                # Loud, but the suspect is still counted below, so a killer is
+                # still contained: only a cleaner count for its neighbours is lost.
+                logger.critical("could not flush acks before suspect %s", message.message_id, exc_info=True)
             # Counted once it runs: a suspect that died waiting here did not start.
             with database.connection_context():
                 starts, last_error = DeliveryAttempt.count_redelivery(message.message_id)
@@ -113,13 +162,10 @@ class DeliveryLimit(Middleware):
         """Wait until every ack already handed to a consumer's connection is
         sent: pika runs thread-safe callbacks in order, so a callback queued
         now runs after them (Dramatiq's consumer close() relies on the same)."""
-        for thread in list(getattr(self.worker, "consumers", {}).values()):
-            connection = getattr(getattr(thread, "consumer", None), "connection", None)
-            if connection is None:
-                continue
+        for connection in consumer_connections(self.worker):
             flushed = threading.Event()
             try:
                 connection.add_callback_threadsafe(flushed.set)
-            except Exception:  # a closed connection has nothing left to send
+            except pika.exceptions.AMQPError:  # a closed connection has nothing left to send
                 continue
             flushed.wait(timeout)

@@ -88,7 +88,8 @@ class Publisher:
             for queue_name in {message.queue_name for message in batch} - declared:
                 self._declare(broker, queue_name)
                 declared.add(queue_name)
-            self._call(lambda channel: self._send(broker, channel, batch))
+            # B023: the lambda runs inside _call, before the loop moves on.
+            self._call(lambda channel: self._send(broker, channel, batch))  # noqa: B023
             count += len(batch)
         return count
 

@@ -17,7 +17,6 @@ from .progress import say
 from .report import Results, verdicts
 from .workloads import ORDER, WORKLOADS, Bench, rows
 
-
 #: What a run can fail with that says what to fix: a process that did not
 #: start or answer, PostgreSQL or RabbitMQ down.
 FAILURES = (RuntimeError, TimeoutError, OSError, psycopg2.Error, pika.exceptions.AMQPError, requests.RequestException)

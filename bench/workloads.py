@@ -91,7 +91,7 @@ class Bench:
         names = ", ".join(stack.name for stack in wanted.values()) or "none"
         say(f"starting the service: {names} (logs in artifacts/logs/)")
         with ThreadPoolExecutor(max(1, len(wanted))) as pool:
-            for name, author in zip(wanted, pool.map(self._start_stack, wanted)):
+            for name, author in zip(wanted, pool.map(self._start_stack, wanted), strict=True):
                 self.authors[name] = author
         if self.needs("loop", "insert_many", "copy", "pika"):
             say(f"setting up the baselines' database {self.baseline_url.rsplit('/', 1)[1]}")

@@ -9,6 +9,7 @@ import datetime
 
 from peewee import (
     SQL,
+    AutoField,
     BigIntegerField,
     BooleanField,
     CharField,
@@ -26,7 +27,7 @@ from .database import database
 
 
 def now():
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 class TimestampTZField(DateTimeField):
@@ -46,19 +47,22 @@ class BaseModel(Model):
         legacy_table_names = False
 
     def save(self, *args, **kwargs):
-        if self._pk is not None:
+        if self.get_id() is not None:
             self.updated_at = now()
         return super().save(*args, **kwargs)
 
     @classmethod
     def update(cls, __data=None, **update):
-        # Every UPDATE issued through a model stamps the row, so no caller can forget.
-        query = super().update(__data, **update)
-        query._update.setdefault(cls.updated_at, fn.now())
-        return query
+        # Every UPDATE issued through a model stamps the row, so no caller can
+        # forget; one that sets updated_at itself keeps its own value.
+        given = __data or {}
+        if isinstance(given, dict) and "updated_at" not in {getattr(key, "name", key) for key in given} | update.keys():
+            update["updated_at"] = fn.now()
+        return super().update(__data, **update)
 
 
 class User(BaseModel):
+    id = AutoField()  # as Peewee would add it, written out for type checkers
     login = CharField(max_length=64, unique=True)
     password = CharField(max_length=160)  # passwords.hash_password(), never plain text
     age = IntegerField()
@@ -181,8 +185,11 @@ class Subscription(BaseModel):
     # (author, id) reads an author's followers in subscription order from
     # any depth (User.followers_page). An index on author alone would be
     # redundant with both.
+    id = AutoField()  # as Peewee would add it, written out for type checkers
     author = ForeignKeyField(User, on_delete="CASCADE", index=False)
     follower = ForeignKeyField(User, on_delete="CASCADE")
+    author_id: int  # the foreign keys' raw ids, which Peewee adds
+    follower_id: int
 
     class Meta:
         table_name = "subscriptions"

@@ -13,11 +13,12 @@ import shutil
 import sys
 import time
 
+from harness import ROOT
+
 from . import dlq
 from .report import write_report
 from .runner import run, table
 from .scenarios import BY_NAME, SCENARIOS
-from harness import ROOT
 
 
 def cmd_list(args):

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import requests
 
-from .observe import Observer
 from harness import Stack, wait_for
+
+from .observe import Observer
 
 CHAOS_ENV = {
     "FOLLOWERS_PER_MESSAGE": "5",  # many small units: many in flight at every kill

@@ -7,7 +7,6 @@ import os
 import psycopg2
 
 from db.database import connect_params
-
 from harness import queue_depth
 
 

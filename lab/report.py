@@ -204,7 +204,7 @@ def _timeline_svg(result):
     last_start = max(start for _, start, _ in deliveries)
     parts = [_lane_backgrounds(lanes, lane_y), _axis(span, x, bottom)]
     parts += [_bar(event, delivery, lane_y[(event.pid, event.thread)], x, job_colours[event.job_id], last_start)
-              for event, delivery in zip(events, deliveries)]
+              for event, delivery in zip(events, deliveries, strict=True)]
     parts += [_process_exit_marks(result, lanes, lane_y, x), _run_marks(result, x, bottom)]
     return (f'<svg class="timeline" data-lanes="{len(lanes)}" viewBox="0 0 {WIDTH} {bottom + AXIS_H}" '
             f'xmlns="http://www.w3.org/2000/svg" role="img" '

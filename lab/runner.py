@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import requests
 
+from harness import Stack
+
 from .observe import Observer
 from .scenarios import COMMON_ENV, send_bad_messages
-from harness import Stack
 
 #: How long "nothing queued, nothing running" must hold to count as drained:
 #: longer than the longest retry backoff (MAX_BACKOFF_MS) plus the second a
@@ -212,6 +213,8 @@ def table(results):
         for r in results
     ]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)

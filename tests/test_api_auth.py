@@ -7,6 +7,9 @@ from harness import Stack
 from tests.api_helpers import TOKEN, assert_clean_4xx, assert_conforms
 from tests.e2e_helpers import create_user, unique
 
+# Every test here starts the real processes (or a browser): -m 'not slow' skips them.
+pytestmark = pytest.mark.slow
+
 ADD = "/api/v1/add-followers"
 
 

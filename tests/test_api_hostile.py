@@ -11,6 +11,9 @@ from harness import Stack
 from tests.api_helpers import assert_clean_4xx, assert_conforms, raw_http
 from tests.e2e_helpers import create_user, unique
 
+# Every test here starts the real processes (or a browser): -m 'not slow' skips them.
+pytestmark = pytest.mark.slow
+
 MAX_BODY_BYTES = 32768
 ADD = "/api/v1/add-followers"
 USERS = "/api/v1/users"

@@ -55,6 +55,7 @@ def stack():
         yield stack
 
 
+@pytest.mark.slow  # the API as a gunicorn process
 def test_requests_are_counted_by_route_template_and_status_across_workers(stack):
     user_id = create_user(stack, unique("m"))
     for _ in range(20):
@@ -76,12 +77,14 @@ def test_requests_are_counted_by_route_template_and_status_across_workers(stack)
     assert len({scrape.text.count("\n") > 0 for scrape in scrapes}) == 1
 
 
+@pytest.mark.slow  # the API as a gunicorn process
 def test_a_refused_body_counts_under_its_route(stack):
     stack.post("/api/v1/add-followers", data="x" * 70_000, headers={"Content-Type": "application/json"})
     counts = samples(stack.get("/metrics").text, "followers_http_requests_total")
     assert counts['method="POST",route="/api/v1/add-followers",status="413"'] >= 1
 
 
+@pytest.mark.slow  # the API as a gunicorn process
 def test_jobs_by_status_come_from_the_database(stack):
     # No workers run here: an async job stays queued.
     user_id = create_user(stack, unique("m"))
@@ -93,6 +96,7 @@ def test_jobs_by_status_come_from_the_database(stack):
     assert set(jobs) == {'status="queued"', 'status="running"', 'status="done"', 'status="failed"'}
 
 
+@pytest.mark.slow  # the API as a gunicorn process
 def test_the_metrics_folder_is_emptied_when_gunicorn_starts(stack):
     assert samples(stack.get("/metrics").text, "followers_http_requests_total")
     stack.api.stop()

@@ -4,7 +4,12 @@ accepted job must finish with exactly its followers, nothing dead-lettered.
 
 It restarts this machine's RabbitMQ and PostgreSQL, as CI allows."""
 
+import pytest
+
 from lab.chaos import run_chaos
+
+# Every test here starts the real processes (or a browser): -m 'not slow' skips them.
+pytestmark = pytest.mark.slow
 
 
 def test_nothing_is_lost_or_doubled_under_chaos():

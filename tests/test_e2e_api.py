@@ -7,9 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from db import database
-from harness import Stack, queue_depth
+from harness import Stack
 from tests.e2e_helpers import create_user, submit_async, unique
+
+# Every test here starts the real processes (or a browser): -m 'not slow' skips them.
+pytestmark = pytest.mark.slow
 
 FOLLOWERS_PER_MESSAGE = 7
 

@@ -7,9 +7,12 @@ import uuid
 
 import pytest
 
-from lab.observe import Observer
 from harness import Stack, free_port, publish_raw, queue_depth, wait_for
+from lab.observe import Observer
 from tests.e2e_helpers import create_user, submit_async, unique
+
+# Every test here starts the real processes (or a browser): -m 'not slow' skips them.
+pytestmark = pytest.mark.slow
 
 
 def dramatiq_message(queue, actor="add_followers", args=(), kwargs=None):

@@ -1,6 +1,7 @@
 """The domain against the real PostgreSQL: what a user would count in the
 database after each call."""
 
+import datetime
 import time
 
 import pytest
@@ -55,6 +56,21 @@ def test_timestamps_are_set_on_insert_and_on_update(author):
     followers.add_followers_now(author, "fan", 1)
     subscription = Subscription.get(Subscription.author == author)
     assert subscription.created_at is not None and subscription.updated_at is not None
+
+
+def test_every_model_update_stamps_updated_at_unless_it_sets_it(author):
+    def stamp():
+        return User.get_by_id(author.id).updated_at
+
+    before = stamp()
+    time.sleep(0.01)
+    User.update({User.age: 42}).where(User.id == author.id).execute()  # fields as keys
+    assert stamp() > before
+    fixed = before - datetime.timedelta(days=1)
+    User.update(age=43, updated_at=fixed).where(User.id == author.id).execute()
+    assert stamp() == fixed
+    User.update({"updated_at": before}).where(User.id == author.id).execute()  # names as keys
+    assert stamp() == before
 
 
 def test_create_user_refuses_a_taken_login(author):

@@ -2,16 +2,18 @@
 the original's failure and the robust mode must solve it, as judged from the
 database, the queues and the workers' events."""
 
-import json
 import subprocess
 import sys
 
 import pytest
 
+from harness import ROOT, Stack, publish_raw, queue_depth, wait_for
 from lab.runner import run
 from lab.scenarios import SCENARIOS
-from harness import ROOT, Stack, publish_raw, queue_depth, wait_for
 from tests.e2e_helpers import create_user, submit_async
+
+# Every test here starts the real processes (or a browser): -m 'not slow' skips them.
+pytestmark = pytest.mark.slow
 
 EXPECTED = {"naive": "REPRODUCED", "robust": "SOLVED"}
 RUNS = [(scenario, mode) for scenario in SCENARIOS for mode in scenario.modes]

@@ -4,7 +4,6 @@ schemathesis (every default check) finds nothing against a live gunicorn."""
 
 import os
 import subprocess
-import sys
 
 import falcon.inspect
 import pytest
@@ -56,6 +55,7 @@ def stack():
         yield stack
 
 
+@pytest.mark.slow  # the API as a gunicorn process
 def test_the_served_document_is_the_file_with_this_servers_limits(stack):
     response = stack.get("/openapi.json")
     assert_conforms(response, "/openapi.json")
@@ -73,6 +73,7 @@ def test_without_a_token_the_document_asks_for_none():
     assert any(op.get("security") for op in api._operations(api.OpenApiResource(api_token="x").document))
 
 
+@pytest.mark.slow  # the API as a gunicorn process
 def test_every_operation_answers_as_documented(stack):
     """The successful answer of each operation, and its documented errors,
     checked against the document's schemas and headers."""
@@ -108,6 +109,7 @@ def test_every_operation_answers_as_documented(stack):
         assert_conforms(response, path)
 
 
+@pytest.mark.slow  # the API as a gunicorn process
 def test_schemathesis_finds_no_failure(stack, artifacts):
     # Users 1.. exist, so that subscriptions and add-followers reach more than 404.
     for _ in range(3):

@@ -14,6 +14,9 @@ from lab.report import write_report
 from lab.runner import run
 from lab.scenarios import BY_NAME
 
+# Every test here starts the real processes (or a browser): -m 'not slow' skips them.
+pytestmark = pytest.mark.slow
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Debian's chromium run headless and quiet: no sandbox (root in CI), no GPU,
 # and none of the background traffic a browser makes on its own.

@@ -1,9 +1,13 @@
 """The workers serve Dramatiq's Prometheus metrics when WORKER_METRICS is on."""
 
+import pytest
 import requests
 
 from harness import Stack, free_port, wait_for
 from tests.e2e_helpers import create_user, submit_async
+
+# Every test here starts the real processes (or a browser): -m 'not slow' skips them.
+pytestmark = pytest.mark.slow
 
 
 def test_workers_expose_message_counts(tmp_path):

@@ -58,7 +58,9 @@ class BearerToken:
             )
         if not hmac.compare_digest(credentials.strip().encode(), self.token):
             raise falcon.HTTPUnauthorized(
-                title="unauthorized", description="the bearer token is wrong", challenges=['Bearer error="invalid_token"']
+                title="unauthorized",
+                description="the bearer token is wrong",
+                challenges=['Bearer error="invalid_token"'],
             )
 
 
