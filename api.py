@@ -20,7 +20,7 @@ import followers
 import settings
 import validation
 from actors import BrokerUnavailable
-from db import Job, Outbox, database
+from db import Job, Outbox
 from validation import PG_INT_MAX
 from web import errors, idempotency
 from web.intake import JobIntake

@@ -8,7 +8,7 @@ relay (``actors.relay``), which publishes it. Nothing here talks to RabbitMQ.
 """
 
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import settings
 from db import Job, JobUnit, User, database
@@ -59,8 +59,8 @@ class Applied(NamedTuple):
     the unit was done already (or its job cancelled): nothing was applied.
     ``sent``: messages it wrote to the outbox (an ordered unit's successor)."""
 
-    created: Optional[int]
-    skipped: Optional[int]
+    created: int | None
+    skipped: int | None
     sent: int
     cancelled: bool = False
 

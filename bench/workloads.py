@@ -14,7 +14,14 @@ from db import schema
 from harness import ROOT, Stack, database_url, delete_queues, purge_queue
 
 from . import (
-    baseline_db, confirmed_publish, copy_then_select, handoff, insert_many, original_loop, pika_pipeline, service,
+    baseline_db,
+    confirmed_publish,
+    copy_then_select,
+    handoff,
+    insert_many,
+    original_loop,
+    pika_pipeline,
+    service,
 )
 from .memory import PeakRss
 from .progress import say

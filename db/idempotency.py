@@ -50,6 +50,6 @@ class IdempotencyKey(BaseModel):
 
     @classmethod
     def expire(cls, *, older_than_hours):
-        cutoff = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=older_than_hours)
+        cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=older_than_hours)
         return cls.delete().where(cls.created_at < cutoff).execute()
 

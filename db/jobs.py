@@ -8,9 +8,9 @@ successor) is written to the outbox by that same statement, so it is
 committed with what calls for it, or not at all.
 """
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
-from peewee import BooleanField, CharField, CompositeKey, ForeignKeyField, IntegerField, TextField
+from peewee import AutoField, BooleanField, CharField, CompositeKey, ForeignKeyField, IntegerField, TextField
 
 from .database import database
 from .models import BaseModel, User, followers_ctes
@@ -59,7 +59,9 @@ class Job(BaseModel):
     cancelled); running, done and failed are derived from the units' rows
     (``status_sql``), so that no worker has to update this hot row."""
 
+    id = AutoField()  # as Peewee would add it, written out for type checkers
     user = ForeignKeyField(User, on_delete="CASCADE")
+    user_id: int  # the foreign key's raw id, which Peewee adds
     followers_login = CharField(max_length=32)
     requested = IntegerField()
     unit_size = IntegerField()
@@ -135,7 +137,7 @@ class Job(BaseModel):
         """The job a statement returns (``SELECT job.*``), or None."""
         cursor = database.execute_sql(sql, params)
         row = cursor.fetchone()
-        return None if row is None else cls(**dict(zip((column[0] for column in cursor.description), row)))
+        return None if row is None else cls(**dict(zip((column[0] for column in cursor.description), row, strict=True)))
 
     @classmethod
     def enqueue_units(cls, job_id, *, queue):
@@ -179,7 +181,7 @@ class Job(BaseModel):
             (self.id,),
         )
         keys = ("done", "failed", "created", "skipped", "updated_at", "status")
-        return dict(zip(keys, cursor.fetchone()))
+        return dict(zip(keys, cursor.fetchone(), strict=True))
 
     def unit_errors(self, limit=20):
         query = (
@@ -231,13 +233,13 @@ class UnitResult(NamedTuple):
     """What ``JobUnit.apply`` did, and what it saw of the job."""
 
     matched: bool  # the job matched: the unit was applied, or found done
-    created: Optional[int]  # followers created; None if the unit was done already
+    created: int | None  # followers created; None if the unit was done already
     sent: int  # messages written to the outbox (an ordered unit's successor)
-    units: Optional[int]  # the job's units; None if there is no such job
+    units: int | None  # the job's units; None if there is no such job
     ordered: bool
-    user_id: Optional[int]
+    user_id: int | None
     cancelled: bool
-    size: Optional[int]  # followers in this unit
+    size: int | None  # followers in this unit
     in_range: bool
     needs_lock: bool  # an ordered job's unit: apply it again under the user's lock
 

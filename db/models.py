@@ -19,7 +19,6 @@ from peewee import (
     IntegerField,
     Model,
     SmallIntegerField,
-    TextField,
     fn,
 )
 

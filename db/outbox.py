@@ -87,5 +87,5 @@ class Outbox(Model):
         count, oldest = cursor.fetchone()
         if oldest is None:
             return count, None
-        age = datetime.datetime.now(datetime.timezone.utc) - oldest
+        age = datetime.datetime.now(datetime.UTC) - oldest
         return count, round(max(age.total_seconds(), 0.0), 3)

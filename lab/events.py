@@ -38,7 +38,7 @@ class EventLog(Middleware):
                     pid=os.getpid(),
                     thread=threading.current_thread().name,
                     redelivered=int(bool(getattr(message, "redelivered", False))),
-                    started=datetime.datetime.now(datetime.timezone.utc),
+                    started=datetime.datetime.now(datetime.UTC),
                 )
         except PeeweeException as error:
             self.local.event = None
@@ -52,7 +52,7 @@ class EventLog(Middleware):
         try:
             with database.connection_context():
                 MessageEvent.update(
-                    ended=datetime.datetime.now(datetime.timezone.utc),
+                    ended=datetime.datetime.now(datetime.UTC),
                     outcome=outcome_of(message, exception),
                     error=failure_reason(message) if exception is not None else None,
                 ).where(MessageEvent.id == event.id).execute()

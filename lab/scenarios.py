@@ -85,7 +85,8 @@ def judge_redelivery(scenario, mode, seen):
 
 
 def judge_swallow(scenario, mode, seen):
-    text = f"{_created(seen)}; {seen['lost']} units lost; {seen['dead']} dead-lettered; {seen['failed_runs']} runs failed"
+    text = (f"{_created(seen)}; {seen['lost']} units lost; {seen['dead']} dead-lettered; "
+            f"{seen['failed_runs']} runs failed")
     if mode == "naive":
         return ("REPRODUCED" if seen["lost"] > 0 else "FAILED"), text
     # Every unit failed its first attempts for real (the fault struck), and was retried to success.

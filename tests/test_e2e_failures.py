@@ -159,7 +159,9 @@ def test_a_finished_ordered_unit_delivered_again_runs_once_and_sends_nothing():
             assert stack.wait_job(job_id)["status"] == "done"
         observer = Observer(stack)
         try:
-            runs = lambda: observer._value("SELECT count(*) FROM message_events WHERE actor_name = 'add_followers'")
+            def runs():
+                return observer._value("SELECT count(*) FROM message_events WHERE actor_name = 'add_followers'")
+
             wait_for(lambda: runs() == 12, timeout=10, what="12 unit runs")
             for unit in (0, 1):  # the first job's first units, long done
                 publish_raw(stack.queue_name, dramatiq_message(stack.queue_name, kwargs={"job_id": jobs[0],
