@@ -41,8 +41,8 @@ class _DeliveryCountingConsumer(_RabbitmqConsumer):
     def __next__(self):
         message = super().__next__()  # takes exactly one delivery from self.iterator
         if message is not None:
-            count = (self._headers or {}).get("x-delivery-count")
-            message.delivery_count = count if type(count) is int else None
+            count = (self._headers or {}).get("x-delivery-count")  # pika's long: an int subclass
+            message.delivery_count = int(count) if isinstance(count, int) and not isinstance(count, bool) else None
         return message
 
 

@@ -120,10 +120,15 @@ def check_at_start(queue_name):
 
 class QueueCheck(Middleware):
     """Checks the worker's queues before it consumes, so that a queue
-    declared otherwise stops the worker at start-up, naming the command
-    (Dramatiq exits with its broker-connection code, 3), instead of every
-    consumer retrying it every few seconds."""
+    declared otherwise stops the worker at start-up, naming the command,
+    instead of every consumer retrying it every few seconds. (Dramatiq logs
+    and ignores an exception in a hook: only SystemExit stops the process,
+    with Dramatiq's code for a broker that failed at start-up, 3.)"""
 
     def before_worker_boot(self, broker, worker):
         for queue_name in sorted(broker.get_declared_queues()):
-            check_at_start(queue_name)
+            try:
+                check_at_start(queue_name)
+            except QueueMismatch as error:
+                logger.critical("%s", error.message)
+                raise SystemExit(3) from None

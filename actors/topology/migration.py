@@ -128,7 +128,8 @@ def _delete_if_empty(connection, name):
 
 def _move(connection, source, destination, report):
     """Move every message of ``source`` to ``destination``, bodies and
-    properties unchanged, a committed batch at a time."""
+    properties unchanged (but a quorum queue's delivery count), a committed
+    batch at a time."""
     reading = connection.channel()
     reading.basic_qos(prefetch_count=BATCH)
     writing = connection.channel()
@@ -136,6 +137,8 @@ def _move(connection, source, destination, report):
     moved, pending_tag, pending = 0, None, 0
     for method, properties, body in reading.consume(source, inactivity_timeout=IDLE_S):
         if method is not None:
+            if properties.headers:  # the old queue's count of deliveries: the new queue counts anew
+                properties.headers.pop("x-delivery-count", None)
             writing.basic_publish(exchange="", routing_key=destination, body=body, properties=properties)
             pending_tag, pending = method.delivery_tag, pending + 1
         if pending and (pending == BATCH or method is None):
