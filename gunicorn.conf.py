@@ -39,3 +39,12 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid, settings.API_METRICS_DIR)
+
+
+def post_worker_init(worker):
+    """A queue declared otherwise than QUEUE_TYPE says (actors.topology)
+    stops the API at start-up, naming the migration command: the worker
+    fails to boot, and gunicorn exits. RabbitMQ down does not stop it."""
+    import actors.topology
+
+    actors.topology.check_at_start(settings.QUEUE_NAME)

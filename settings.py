@@ -32,14 +32,28 @@ def _str(name, default):
     return os.environ.get(name) or default
 
 
+def _choice(name, default, choices):
+    value = _str(name, default).strip().lower()
+    if value not in choices:
+        raise SystemExit(f"setting {name}={value!r} must be one of {', '.join(choices)}")
+    return value
+
+
 # --- Connections -------------------------------------------------------------
 
 DATABASE_URL = _str("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/followers")
+#: One URL, or the nodes of a cluster separated by ``;``: every process
+#: connects to whichever node answers and moves on when its node dies.
 RABBITMQ_URL = _str("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 #: Dramatiq also declares ``<QUEUE_NAME>.DQ`` (delays) and ``<QUEUE_NAME>.XQ``
 #: (dead letters). Tests and the lab use their own name so they never touch a
 #: developer's running instance.
 QUEUE_NAME = _str("QUEUE_NAME", "add_followers")
+#: ``quorum``: the three queues are quorum queues, replicated on every node of
+#: a cluster, with a broker-side delivery limit and at-least-once dead
+#: letters (RabbitMQ 3.10 or later). ``classic``: Dramatiq's own, on one node.
+#: Changing it on existing queues: ``python -m actors.topology migrate``.
+QUEUE_TYPE = _choice("QUEUE_TYPE", "quorum", ("quorum", "classic"))
 #: Connections each process keeps open to PostgreSQL (one per thread in use).
 DATABASE_MAX_CONNECTIONS = _int("DATABASE_MAX_CONNECTIONS", 20)
 

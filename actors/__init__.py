@@ -6,18 +6,20 @@ open in each process after the fork, on first use.
 """
 
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Retries, ShutdownNotifications, TimeLimit
 from dramatiq.middleware.prometheus import Prometheus
 
 import settings
 
+from .broker import QueueArgumentsBroker
+from .connection import node_urls
 from .dead_letters import DeadLetters
 from .delivery_limit import DeliveryLimit
 from .hard_time_limit import HardTimeLimit
 from .log_level import LogLevel
 from .observe import UnitLog
 from .relay import OutboxRelay, relay
+from .topology import QueueCheck
 
 
 def _middleware():
@@ -26,8 +28,9 @@ def _middleware():
     return [
         # Opt-in in Dramatiq: message counts, errors, retries, durations on :9191.
         *([Prometheus()] if settings.WORKER_METRICS else []),
+        QueueCheck(),
         DeadLetters(),
-        DeliveryLimit(max_deliveries=settings.MAX_DELIVERIES),
+        DeliveryLimit(max_deliveries=settings.MAX_DELIVERIES, broker_counts=settings.QUEUE_TYPE == "quorum"),
         UnitLog(json_lines=settings.LOG_FORMAT == "json"),
         HardTimeLimit(time_limit=settings.HARD_TIME_LIMIT_MS),
         TimeLimit(time_limit=settings.TIME_LIMIT_MS),
@@ -43,8 +46,10 @@ def _middleware():
     ]
 
 
-broker = RabbitmqBroker(
-    url=settings.RABBITMQ_URL,
+# Declares the queues as QUEUE_TYPE says; RABBITMQ_URL may name several
+# nodes (`;`): Dramatiq connects to the first that answers.
+broker = QueueArgumentsBroker(
+    url=node_urls(settings.RABBITMQ_URL),
     # Retries re-publish a failed message; a confirm makes sure that copy
     # exists before the original is acked, or a retry could be lost.
     confirm_delivery=True,

@@ -17,6 +17,8 @@ from pika.exceptions import AMQPError
 
 import settings
 
+from .connection import connect
+
 logger = logging.getLogger(f"followers.{__name__}")
 
 
@@ -58,7 +60,8 @@ class Publisher:
         channel = getattr(self.local, "channel", None)
         if channel is None or not channel.is_open:
             self.close()
-            self.local.connection = pika.BlockingConnection(self.parameters)
+            # Whichever node of RABBITMQ_URL answers, another one first after a failure.
+            self.local.connection = connect(settings.RABBITMQ_URL, timeout=self.parameters.socket_timeout)
             channel = self.local.connection.channel()
             channel.tx_select()
             self.local.channel = channel

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import pika
 import requests
 
 import settings
@@ -110,6 +111,10 @@ class Stack:
     def database_url(self):
         return self.env["DATABASE_URL"]
 
+    @property
+    def rabbitmq_url(self):
+        return self.env.get("RABBITMQ_URL") or settings.RABBITMQ_URL
+
     # --- Set-up ----------------------------------------------------------
 
     def reset(self, *, fresh=True):
@@ -119,7 +124,10 @@ class Stack:
             self._run_python("-c", "import db.schema as s; s.drop_database(); s.set_up()")
         else:
             self._run_python("-c", "import db.schema as s; s.set_up(); s.truncate_all()")
-        delete_queues(self.queue_name)
+        try:
+            delete_queues(self.queue_name, url=self.rabbitmq_url)
+        except pika.exceptions.AMQPConnectionError:
+            pass  # a stack whose broker is down (on purpose) has no queue to empty
 
     def _run_python(self, *args):
         result = subprocess.run(
@@ -163,7 +171,7 @@ class Stack:
     def wait_workers_ready(self, timeout=30):
         """Wait until every worker process consumes the queue."""
         return wait_for(
-            lambda: consumer_count(self.queue_name) >= self.processes,
+            lambda: consumer_count(self.queue_name, url=self.rabbitmq_url) >= self.processes,
             timeout=timeout,
             what=f"{self.processes} worker processes consuming {self.queue_name} (log: {self.log_dir}/workers.log)",
         )

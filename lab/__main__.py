@@ -6,6 +6,7 @@
   (run and all also write an HTML report: artifacts/lab/latest.html)
   python -m lab dlq list|show|replay|purge    the dead-letter queue
   python -m lab chaos [--duration S] ...      worker kills and outages at once
+  python -m lab cluster [--queue-type T]      a RabbitMQ node lost under load: classic vs quorum
 """
 
 import argparse
@@ -77,6 +78,15 @@ def cmd_chaos(args):
     return 0 if passed else 1
 
 
+def cmd_cluster(args):
+    from .cluster import Timing, run_cluster
+
+    queue_types = ("classic", "quorum") if args.queue_type == "both" else (args.queue_type,)
+    lines, passed, _, _ = run_cluster(queue_types=queue_types, timing=Timing.short() if args.short else None)
+    print("\n".join(lines))
+    return 0 if passed else 1
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +108,12 @@ def main(argv=None):
     chaos.add_argument("--kill-interval", type=float, default=4, help="seconds between SIGKILLs (default 4)")
     chaos.add_argument("--no-outages", action="store_true", help="kill workers only; restart no service")
     chaos.set_defaults(func=cmd_chaos)
+    cluster = commands.add_parser("cluster", help="a three-node RabbitMQ cluster of the lab's own loses a node "
+                                  "under load: classic against quorum queues")
+    cluster.add_argument("--queue-type", choices=["classic", "quorum", "both"], default="both",
+                         help="which queue types to run, side by side (default both)")
+    cluster.add_argument("--short", action="store_true", help="shorter phases (the test's)")
+    cluster.set_defaults(func=cmd_cluster)
     args = parser.parse_args(argv)
     return args.func(args)
 
