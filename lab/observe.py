@@ -42,7 +42,7 @@ class Observer:
     # --- Jobs ------------------------------------------------------------
 
     def jobs(self):
-        """Per job: (id, user, messages, units done, units failed)."""
+        """Per job: (id, user, units, units done, units failed)."""
         return self._rows(
             """
             SELECT j.id, j.user_id, j.units,
@@ -64,6 +64,33 @@ class Observer:
     def units_unaccounted(self):
         """Units neither done nor dead-lettered: lost, once nothing runs."""
         return sum(total - done - failed for _, _, total, done, failed in self.jobs())
+
+    def units_in_flight(self):
+        """Unfinished units whose message may still run: its last delivery
+        did not end (running, or in a worker that died: RabbitMQ gives it
+        back), ended in a retry (a copy waits in the delay queue), or never
+        started (queued, or delivered to a worker and waiting in its
+        prefetch: neither ready in the queue nor running). Only a unit whose
+        last delivery ended "done" without finishing it (an error swallowed,
+        the message acked) is lost rather than in flight; a dead-lettered one
+        is in flight until DeadLetters has marked it failed."""
+        return self._value(
+            """
+            WITH unfinished AS (
+                SELECT j.id AS job_id, c.unit
+                FROM jobs j CROSS JOIN LATERAL generate_series(0, j.units - 1) AS c(unit)
+                WHERE j.status NOT IN ('failed', 'cancelled')  -- never queued, or called off: nothing will run
+                  AND NOT EXISTS (SELECT 1 FROM job_units u WHERE u.job_id = j.id AND u.unit = c.unit
+                                  AND u.status IN ('done', 'failed', 'cancelled'))
+            ), last_delivery AS (
+                SELECT DISTINCT ON (job_id, unit) job_id, unit, outcome
+                FROM message_events WHERE job_id IS NOT NULL
+                ORDER BY job_id, unit, started DESC, id DESC
+            )
+            SELECT count(*) FROM unfinished LEFT JOIN last_delivery USING (job_id, unit)
+            WHERE last_delivery.outcome IS DISTINCT FROM 'done'
+            """
+        )
 
     def followers_created(self, user_ids):
         return self._value("SELECT count(*) FROM subscriptions WHERE author_id = ANY(%s)", (list(user_ids),))
@@ -163,14 +190,20 @@ class Observer:
         return queue_depth(f"{self.stack.queue_name}.XQ")
 
     def drained(self, settle):
-        """Nothing left to do: every job finished, or nothing queued, nothing
-        running and no activity for ``settle`` seconds (a retry waits unacked
-        in a worker for its backoff; work acked without its effect is lost,
-        not pending)."""
+        """Nothing left to do: nothing queued, nothing running, no unit of
+        work in flight, and, unless every job has finished, no activity for
+        ``settle`` seconds (for messages that are no unit, such as bad ones).
+        Work acked without its effect is lost, not pending.
+
+        Quiet alone would not do: a message delivered to a worker but not
+        started yet (a redelivery in the prefetch of a worker that is being
+        stopped or is busy) is neither ready in the queue nor running, and
+        RabbitMQ's own count of unacknowledged messages (management API) lags
+        by seconds. The units' last deliveries say it exactly."""
+        if self.ready() or self.running_now() or self.units_in_flight():
+            return False
         jobs = self.jobs()
         if jobs and all(done + failed == total for _, _, total, done, failed in jobs):
             return True
-        if self.ready() or self.running_now():
-            return False
         idle = self.seconds_since_activity()
         return idle is None or float(idle) >= settle

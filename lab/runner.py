@@ -156,7 +156,8 @@ def _wait_drained(observer, stack, window, started, progress):
             last_report = now
             log(
                 f"    {now - started:4.0f} s  jobs finished {observer.finished_jobs()}/{len(observer.jobs())}"
-                f"  queued {observer.ready()}  dead-lettered {observer.dead_lettered()}"
+                f"  queued {observer.ready()}  units in flight {observer.units_in_flight()}"
+                f"  dead-lettered {observer.dead_lettered()}"
                 f"  worker restarts {stack.worker_restarts}"
             )
         time.sleep(0.2)

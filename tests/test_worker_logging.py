@@ -27,7 +27,7 @@ def units_logger():
 def unit_message(**kwargs):
     return MessageProxy(dramatiq.Message(
         queue_name="q", actor_name="add_followers", args=(), options={},
-        kwargs={"job_id": 7, "chunk": 3, **kwargs},
+        kwargs={"job_id": 7, "unit": 3, **kwargs},
     ))
 
 
