@@ -127,7 +127,7 @@ class Progress:
             with side.lock:
                 job_ids = list(side.accepted)
             with self.conns[side.queue_type].cursor() as cursor:
-                cursor.execute("SELECT coalesce(sum(messages), 0) FROM jobs WHERE id = ANY(%s)", (job_ids,))
+                cursor.execute("SELECT coalesce(sum(units), 0) FROM jobs WHERE id = ANY(%s)", (job_ids,))
                 total = cursor.fetchone()[0]
                 cursor.execute(
                     "SELECT count(*) FILTER (WHERE status = 'done'), count(*) FILTER (WHERE status = 'failed') "
@@ -202,6 +202,7 @@ def _start_side(cluster, queue_type):
         env={**CLUSTER_ENV, "RABBITMQ_URL": cluster.urls, "QUEUE_TYPE": queue_type},
         processes=2, threads=2, api_workers=1, supervise=True, stop_timeout=3,
         api_token=secrets.token_urlsafe(16),
+        workers_module="lab.workers",  # the production actors, with the lab's fault middleware (the unit delay)
     )
     stack.reset(fresh=False)
     # Declared through the first node: it leads the quorum queue, hosts the classic one.
@@ -290,7 +291,7 @@ def _observe(side, progress, first_down):
         cursor.execute(
             """
             SELECT count(*) FROM jobs j WHERE j.id = ANY(%s)
-              AND j.messages = (SELECT count(*) FROM job_units u WHERE u.job_id = j.id AND u.status = 'done')
+              AND j.units = (SELECT count(*) FROM job_units u WHERE u.job_id = j.id AND u.status = 'done')
             """,
             (list(side.accepted),),
         )

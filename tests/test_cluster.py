@@ -15,10 +15,10 @@ import pytest
 from lab.cluster import Timing, run_cluster
 from lab.rabbit_nodes import SCRIPTS
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not (SCRIPTS / "rabbitmq-server").exists() and not shutil.which("rabbitmq-server"),
     reason="needs an installed rabbitmq-server (apt-get install rabbitmq-server)",
-)
+)]
 
 
 def lab_nodes_running():
