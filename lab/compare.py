@@ -99,8 +99,9 @@ def judge_killer(f):
     limit = HARD_LIMIT_S + 5
     solved = (_done(f) and f.others_done == f.others and f.dead == 1 and f.longest_hold_s is not None
               and f.longest_hold_s <= limit)
-    held = "still held when the window closed" if f.longest_hold_s is None else f"{f.longest_hold_s:.1f} s"
-    return solved, f"others {f.others_done}/{f.others} done; killer dead-lettered; slot held {held} (<= {limit} s)"
+    held = "never freed" if f.longest_hold_s is None else f"{f.longest_hold_s:.1f} s"
+    return solved, (f"others {f.others_done}/{f.others} done; killer dead-lettered; "
+                    f"longest slot hold {held} (<= {limit} s)")
 
 
 def judge_prefetch(f):
@@ -159,7 +160,7 @@ def run_cell(row, implementation, *, window=DEFAULT_WINDOW_S, progress=True, sta
     if lab_verdict and lab_verdict != verdict:
         observed += f" (the lab's own robust judge says {lab_verdict})"
     result = dataclasses.replace(result, mode=implementation.label, expected=asks, observed=facts.summary(),
-                                 verdict=verdict, seen={**result.seen, "window_s": window})
+                                 verdict=verdict, seen={**result.seen, "window_s": window, "drain_s": facts.drain_s})
     return Cell(row, implementation, result, facts, verdict, observed)
 
 

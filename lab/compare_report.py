@@ -20,14 +20,15 @@ def render_matrix(cells, *, command="", measured=""):
     body = []
     for row in rows:
         scenario = BY_NAME[row.name]
-        tds = [f'<td><b>{escape(row.name)}</b> {escape(scenario.original)}<div class="asks">'
-               f"{escape(scenario.title)}</div></td>"]
+        title = f'<b>{escape(row.name)}</b> {escape(scenario.original)}<div class="asks">{escape(scenario.title)}</div>'
+        tds = [f"<td>{title}</td>"]
         for column in columns:
             if (row.name, column.key) not in place:
                 tds.append("<td></td>")
                 continue
             index, cell = place[(row.name, column.key)]
-            tds.append(f'<td class="cell" data-scenario="{escape(row.name)}" data-implementation="{escape(column.key)}">'
+            tds.append(f'<td class="cell" data-scenario="{escape(row.name)}" '
+                       f'data-implementation="{escape(column.key)}">'
                        f'<a href="#run-{index}"><span class="verdict {cell.verdict}">{cell.verdict}</span></a>'
                        f'<div class="facts">{escape(cell.observed)}</div></td>')
         body.append(f"<tr>{''.join(tds)}</tr>")

@@ -45,7 +45,7 @@ def main(argv):
         for unit in units_of(request["count"], max(1, settings.FOLLOWERS_PER_MESSAGE)):
             try:
                 peer.publish(user_id, request["followers"], [unit])
-            except Exception as error:  # whatever the client library raises when the broker fails it
+            except Exception as error:  # noqa: BLE001  (whatever the client library raises when the broker fails it)
                 refused = f"{type(error).__name__}: {error}"
                 break
             sent.append(unit)
