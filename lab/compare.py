@@ -24,14 +24,15 @@ import dataclasses
 from dataclasses import dataclass
 from importlib.metadata import version
 
+import pika
 import psycopg2
 
 import settings
 from db.database import connect_params
-from harness import database_url
+from harness import database_url, queue_depth, wait_for
 
 from .peers.runner import Peer, run_peer
-from .runner import run
+from .runner import log, run
 from .scenarios import BY_NAME, HARD_LIMIT_S
 
 #: The longest a cell waits for its queue to drain (a row's own robust
@@ -221,8 +222,30 @@ def _longest_hold(result):
 
 
 def run_compare(rows, implementations, *, window=DEFAULT_WINDOW_S, progress=True, stack_prefix="compare"):
-    return [run_cell(row, implementation, window=window, progress=progress, stack_prefix=stack_prefix)
+    return [_run_cell_once_more_if_the_broker_went(row, implementation, window=window, progress=progress,
+                                                   stack_prefix=stack_prefix)
             for row in rows for implementation in implementations]
+
+
+def _run_cell_once_more_if_the_broker_went(row, implementation, **options):
+    """A cell whose run lost RabbitMQ itself (someone restarted the machine's
+    broker: the chaos and outage runs do) measured nothing: run it again
+    once RabbitMQ answers."""
+    try:
+        return run_cell(row, implementation, **options)
+    except pika.exceptions.AMQPConnectionError as error:
+        log(f"    RabbitMQ went away during {row.name} / {implementation.label} ({error!r}): "
+            "waiting for it, then running the cell again")
+        wait_for(_rabbitmq_answers, timeout=300, what="RabbitMQ to answer again", interval=2)
+        return run_cell(row, implementation, **options)
+
+
+def _rabbitmq_answers():
+    try:
+        queue_depth("amq.rabbitmq.log")  # any passive declare: an AMQP round trip
+        return True
+    except pika.exceptions.AMQPConnectionError:
+        return False
 
 
 def matrix_text(cells):
