@@ -4,6 +4,9 @@
   python -m lab run SCENARIO [--mode naive|robust]
   python -m lab all                           every scenario in every mode
   (run and all also write an HTML report: artifacts/lab/latest.html)
+  python -m lab compare [--scenarios a,b] [--implementations dramatiq,celery,ours] [--window S]
+                                              the scenarios against bare Dramatiq, Celery and ours
+                                              (its report: artifacts/lab/compare.html)
   python -m lab dlq list|show|replay|purge    the dead-letter queue
   python -m lab chaos [--duration S] ...      worker kills and outages at once
   python -m lab cluster [--queue-type T]      a RabbitMQ node lost under load: classic vs quorum
@@ -67,6 +70,33 @@ def cmd_all(args):
     return _run_many([(scenario, mode) for scenario in SCENARIOS for mode in scenario.modes], args)
 
 
+def cmd_compare(args):
+    try:
+        from .compare import BY_KEY, DEFAULT_WINDOW_S, ROW_BY_NAME, ROWS, matrix_text, run_compare
+        from .compare_report import write_compare_report
+    except ImportError as error:  # Celery is a lab-only dependency
+        print(f"lab compare needs the lab's dependencies ({error}): "
+              ".venv/bin/pip install -r requirements-lab.txt", file=sys.stderr)
+        return 2
+    rows = [ROW_BY_NAME.get(name) for name in args.scenarios.split(",")] if args.scenarios else ROWS
+    implementations = [BY_KEY.get(key) for key in args.implementations.split(",")]
+    if None in rows or None in implementations:
+        print(f"scenarios: {', '.join(ROW_BY_NAME)}; implementations: {', '.join(BY_KEY)}", file=sys.stderr)
+        return 2
+    window = args.window or DEFAULT_WINDOW_S
+    cells = run_compare(rows, implementations, window=window)
+    print()
+    print(matrix_text(cells))
+    command = " ".join(["python -m lab compare", *sys.argv[2:]])
+    path = args.report or ROOT / "artifacts" / "lab" / "compare.html"
+    written = write_compare_report(cells, path, command=command, measured=time.strftime("%Y-%m-%d %H:%M"))
+    print(f"\nreport: {written}")
+    ours = [cell for cell in cells if cell.implementation.key == "ours" and cell.verdict != "SOLVED"]
+    if ours:
+        print(f"\n{len(ours)} of our cells FAILED: logs in artifacts/logs/", file=sys.stderr)
+    return 1 if ours else 0
+
+
 def cmd_chaos(args):
     from .chaos import run_chaos
 
@@ -100,6 +130,14 @@ def main(argv=None):
     for command in (run_parser, all_parser):
         command.add_argument("--report", metavar="PATH", help="write the HTML report here "
                              "(default: artifacts/lab/report-<time>.html and artifacts/lab/latest.html)")
+    compare = commands.add_parser("compare", help="the scenarios against bare Dramatiq, Celery and ours")
+    compare.add_argument("--scenarios", help="comma-separated (default: every compared scenario)")
+    compare.add_argument("--implementations", default="dramatiq,celery,ours",
+                         help="comma-separated columns (default: dramatiq,celery,ours)")
+    compare.add_argument("--window", type=float, help="longest wait for a cell to drain, in s (default 30)")
+    compare.add_argument("--report", metavar="PATH", help="write the HTML report here "
+                         "(default: artifacts/lab/compare.html)")
+    compare.set_defaults(func=cmd_compare)
     dlq.add_parser(commands)
     chaos = commands.add_parser("chaos", help="kill workers, restart RabbitMQ and PostgreSQL, lose nothing")
     chaos.add_argument("--duration", type=float, default=60, help="seconds of chaos (default 60)")

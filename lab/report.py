@@ -47,25 +47,28 @@ section.result header{display:flex;gap:10px;align-items:center;flex-wrap:wrap}
 svg.timeline{width:100%;height:auto;display:block;font:11px system-ui,sans-serif}"""
 
 
-def write_report(results, path):
-    """Write the report of ``results`` (lab.runner.Result) to ``path``."""
+def write_report(results, path, **options):
+    """Write the report of ``results`` (lab.runner.Result) to ``path``;
+    ``options`` as render_report's."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(results), encoding="utf-8")
+    path.write_text(render_report(results, **options), encoding="utf-8")
     return path
 
 
-def render_report(results):
+def render_report(results, *, title="Failure lab report", before=""):
+    """``before``: HTML put above the verdict table (lab compare's matrix)."""
     generated = time.strftime("%Y-%m-%d %H:%M:%S")
     body = "\n".join([
-        "<h1>Failure lab report</h1>",
+        f"<h1>{escape(title)}</h1>",
         f'<div class="muted">{escape(_summary(results))} \u00b7 generated {generated}</div>',
+        before,
         _verdict_table(results),
         _legend(),
         *(_result_section(result, index) for index, result in enumerate(results)),
     ])
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>Failure lab report {generated}</title><style>{CSS}</style></head>\n"
+            f"<title>{escape(title)} {generated}</title><style>{CSS}</style></head>\n"
             f"<body>\n{body}\n</body></html>\n")
 
 
@@ -146,6 +149,7 @@ def _watch_end(result):
     window when the queue never drained (Result does not record it)."""
     scenario = BY_NAME.get(result.scenario)
     window = scenario.modes[result.mode].window if scenario and result.mode in scenario.modes else 0
+    window = result.seen.get("window_s", window)  # lab compare's cells carry their own
     drain = result.seen.get("drain_s")
     return drain if drain is not None else window
 
