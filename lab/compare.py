@@ -258,7 +258,8 @@ def matrix_text(cells):
               *(by_place[(row.name, column.key)].verdict if (row.name, column.key) in by_place else ""
                 for column in columns)] for row in rows]
     widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
-    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in [header, *lines]]
+    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+            for line in [header, *lines]]
     text.insert(1, "  ".join("-" * width for width in widths))
     text.append("")
     text += [f"{cell.row.name} · {cell.implementation.label}: {cell.verdict}\n    {cell.observed}" for cell in cells]
