@@ -165,4 +165,9 @@ def small_jobs(stack, user_id, followers_login, *, jobs, clients, wait=True):
             return total >= expected
 
         wait_for(done, timeout=600, interval=POLL_S, what=f"{jobs:,} 1-follower jobs to be done")
+        elapsed = time.perf_counter() - started
+        total = followers_total(stack, user_id)
+        if total != expected:  # units of one author on 16 threads: the count must stay exact
+            raise RuntimeError(f"user {user_id} has a follower count of {total:,}, expected {expected:,}")
+        return elapsed
     return time.perf_counter() - started
