@@ -69,7 +69,7 @@ def rows(args):
         "small_e2e": ("(4) service: 1-follower async jobs, POST → all done", small, "jobs/s"),
         "small_intake": ("(4) service: 1-follower async jobs, intake only (API alone)", small, "jobs/s"),
         "small_cpu": ("(4) service: worker CPU per 1-follower job", small, "ms"),
-        "scrypt": ("(4) one scrypt hash of the followers' password, in the bench", "1 hash", "ms"),
+        "scrypt": ("(4) one scrypt hash of the followers' password, CPU, in the bench", "1 hash", "ms"),
         "scrypt_bound": (f"(4) bound: {os.cpu_count()} cores ÷ one scrypt hash", "", "jobs/s"),
         **pages,
         "worker_rss": ("(5) service: peak RSS of a worker process", memory, "MB"),
@@ -280,9 +280,10 @@ class Bench:
         delete_queues(self.stacks["api"].queue_name)
         hashes = []
         for _ in range(5):
-            started = time.perf_counter()
+            # CPU time, as the workers' is: the other processes on the cores do not count.
+            started = time.thread_time()
             passwords.hash_password("fan")
-            hashes.append((time.perf_counter() - started) * 1000)
+            hashes.append((time.thread_time() - started) * 1000)
         scrypt_ms = statistics.median(hashes)
         return {
             "small_e2e": jobs / seconds,
