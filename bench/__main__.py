@@ -38,6 +38,11 @@ def parse_args(argv):
     parser.add_argument("--api-seconds", type=float, default=5, help="duration of the API load (4)")
     parser.add_argument("--api-clients", type=int, default=8, help="concurrent client threads of the API load (4)")
     parser.add_argument("--latency-requests", type=int, default=100, help="requests of the p99 latency (4)")
+    parser.add_argument("--small-jobs", type=int, default=400, help="1-follower async jobs of (4) small jobs")
+    parser.add_argument(
+        "--depth-followers", type=int, default=1_000_000, help="followers of the user whose pages (6) reads"
+    )
+    parser.add_argument("--depth-requests", type=int, default=20, help="GETs of each page of (6), median taken")
     parser.add_argument("--memory-count", type=int, default=1_000_000, help="followers of the memory job (5), run once")
     parser.add_argument(
         "--prefix",
@@ -53,6 +58,8 @@ def parse_args(argv):
         parser.error("--prefix must start with 'bench', so a run never touches the service's or the tests' data")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if min(args.small_jobs, args.depth_requests) < 1 or args.depth_followers < 2:
+        parser.error("--small-jobs and --depth-requests must be at least 1, --depth-followers at least 2")
     return args
 
 

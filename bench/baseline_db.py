@@ -44,3 +44,18 @@ def create_author(conn, login):
             "INSERT INTO users (login, password, age, is_active) VALUES (%s, 'x', 30, TRUE) RETURNING id", (login,)
         )
         return cursor.fetchone()[0]
+
+
+def insert_follower(cursor, author_id, login, password_hash, age):
+    """One follower as a per-message consumer adds it: the user, skipped if
+    its login exists, then its subscription (two statements; the caller
+    commits). The pika and bare-Dramatiq baselines share it, so that they
+    differ only in how messages reach them."""
+    cursor.execute(
+        "INSERT INTO users (login, password, age, is_active) VALUES (%s, %s, %s, TRUE)"
+        " ON CONFLICT (login) DO NOTHING RETURNING id",
+        (login, password_hash, age),
+    )
+    row = cursor.fetchone()
+    if row:
+        cursor.execute("INSERT INTO subscriptions (author_id, follower_id) VALUES (%s, %s)", (author_id, row[0]))

@@ -1,6 +1,19 @@
-"""Resident memory of the service's processes, read from /proc."""
+"""Resident memory and CPU time of the service's processes, read from /proc."""
 
+import os
 from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds a process has used (0 if gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the command name: state is field 3 of stat(5); utime and stime are 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def status_kb(pid, field):

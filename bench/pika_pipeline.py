@@ -20,6 +20,8 @@ import settings
 from db.database import connect_params
 from harness import ROOT, consumer_count, delete_queues, wait_for
 
+from .baseline_db import insert_follower
+
 PREFETCH = 30
 PROCESSES = 2
 
@@ -34,16 +36,7 @@ def consume(queue_name, database_url):
     def on_message(channel, method, properties, body):
         follower = json.loads(body)
         with conn, conn.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO users (login, password, age, is_active) VALUES (%s, %s, %s, TRUE)"
-                " ON CONFLICT (login) DO NOTHING RETURNING id",
-                (follower["login"], follower["password"], follower["age"]),
-            )
-            row = cursor.fetchone()
-            if row:
-                cursor.execute(
-                    "INSERT INTO subscriptions (author_id, follower_id) VALUES (%s, %s)", (follower["author"], row[0])
-                )
+            insert_follower(cursor, follower["author"], follower["login"], follower["password"], follower["age"])
         channel.basic_ack(method.delivery_tag)
 
     channel.basic_consume(queue=queue_name, on_message_callback=on_message)

@@ -116,3 +116,58 @@ def async_latency(stack, user_id, *, count, requests_count):
             raise RuntimeError(f"async add-followers count={count}: HTTP {status}: {body[:300]!r}")
     latencies.sort()
     return statistics.median(latencies), latencies[math.ceil(0.99 * len(latencies)) - 1]
+
+
+def followers_total(stack, user_id):
+    return expect(stack.get(f"/api/v1/users/{user_id}/followers?limit=1"), 200, f"user {user_id}'s followers")["total"]
+
+
+def small_jobs(stack, user_id, followers_login, *, jobs, clients, wait=True):
+    """``jobs`` async requests of one follower each (logins
+    ``{followers_login}{k}_#0``), sent by ``clients`` threads as fast as the
+    API accepts them; with ``wait``, until every follower is committed (the
+    user's follower count, polled). Returns the seconds it took."""
+    expected = followers_total(stack, user_id) + jobs if wait else None
+    posts = [
+        JsonPost(stack.url, "/api/v1/add-followers",
+                 {"userId": user_id, "followersLogin": f"{followers_login}{k}", "count": 1, "async": 1})
+        for k in range(jobs)
+    ]  # fmt: skip
+    errors = []
+    lock = threading.Lock()
+
+    def client():
+        while not errors:
+            with lock:
+                if not posts:
+                    return
+                post = posts.pop()
+            status, body = post.send()
+            if status != 202:
+                errors.append(f"HTTP {status}: {body[:300]!r}")
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"1-follower async jobs: {errors[0]} (log: {stack.api.log_path})")
+    if wait:
+        last_report = [time.perf_counter()]
+
+        def done():
+            total = followers_total(stack, user_id)
+            if time.perf_counter() - last_report[0] >= 2:
+                say(f"    {jobs - (expected - total):,}/{jobs:,} jobs done")
+                last_report[0] = time.perf_counter()
+            return total >= expected
+
+        wait_for(done, timeout=600, interval=POLL_S, what=f"{jobs:,} 1-follower jobs to be done")
+        elapsed = time.perf_counter() - started
+        total = followers_total(stack, user_id)
+        if total != expected:  # units of one author on 16 threads: the count must stay exact
+            raise RuntimeError(f"user {user_id} has a follower count of {total:,}, expected {expected:,}")
+        return elapsed
+    return time.perf_counter() - started

@@ -6,6 +6,9 @@ service's stacks (each its own database ``followers_<prefix>...``, queue
 all down at the end, whatever happened.
 """
 
+import os
+import statistics
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import passwords
@@ -14,20 +17,23 @@ from db import schema
 from harness import ROOT, Stack, database_url, delete_queues, purge_queue
 
 from . import (
+    bare_dramatiq,
     baseline_db,
     confirmed_publish,
     copy_then_select,
+    follower_pages,
     handoff,
     insert_many,
     original_loop,
     pika_pipeline,
     service,
 )
-from .memory import PeakRss
+from .memory import PeakRss, cpu_seconds
 from .progress import say
 
 #: Every workload of a round, baselines alternating with the service.
-ORDER = ["loop", "sync", "copy", "insert_many", "pika", "async_one", "async_chunked", "publish", "api"]
+ORDER = ["loop", "sync", "copy", "insert_many", "pika", "async_one", "dramatiq", "async_chunked", "publish", "api",
+         "small_jobs", "depth"]  # fmt: skip
 WORKLOADS = ORDER + ["memory"]
 RATE = "followers/s"
 
@@ -41,6 +47,13 @@ def rows(args):
     sync, one, chunked = followers(args.sync_count), followers(args.one_count), followers(args.chunked_count)
     latency, memory = f"{args.latency_requests} requests", followers(args.memory_count)
     load = f"{args.api_seconds:g} s, {args.api_clients} clients"
+    small = f"{args.small_jobs:,} jobs, {args.api_clients} clients"
+    deep = followers(args.depth_followers)
+    pages = {}
+    for depth in follower_pages.depths(args.depth_followers):
+        for how in ("offset", "cursor"):
+            label = f"(6) service: a page of {follower_pages.PAGE} at depth {depth:,}, by {how}"
+            pages[f"page_{how}_{depth}"] = (label, deep, "ms")
     return {
         "loop": ("(a) original's loop in Peewee, autocommit", followers(args.loop_count), RATE),
         "insert_many": ("(b) Peewee insert_many, batches of 1,000", sync, RATE),
@@ -48,6 +61,7 @@ def rows(args):
         "sync": ("(1) service: sync add-followers over HTTP", sync, RATE),
         "pika": ("(d) pika + psycopg2, 2 consumers, 1 follower/message", one, RATE),
         "async_one": ("(2) service: async, 1 follower/message, POST → done", one, RATE),
+        "dramatiq": ("(f) bare Dramatiq, 2 × 8 threads, 1 follower/message", one, RATE),
         "async_chunked": ("(3) service: async, default chunking, POST → done", chunked, RATE),
         "publish": ("(e) pika publish, a confirm per message", f"{args.publish_count:,} messages", "messages/s"),
         "api_rps": ("(4) service: async requests, count=10", load, "requests/s"),
@@ -55,6 +69,12 @@ def rows(args):
         "api_p99": ("(4) service: p99 latency, async count=100,000", latency, "ms"),
         "handoff_p50": ("(4) service: median time from a 202 to its message on the queue", latency, "ms"),
         "handoff_p99": ("(4) service: p99 time from a 202 to its message on the queue", latency, "ms"),
+        "small_e2e": ("(4) service: 1-follower async jobs, POST → all done", small, "jobs/s"),
+        "small_intake": ("(4) service: 1-follower async jobs, intake only (API alone)", small, "jobs/s"),
+        "small_cpu": ("(4) service: worker CPU per 1-follower job", small, "ms"),
+        "scrypt": ("(4) one scrypt hash of the followers' password, CPU, in the bench", "1 hash", "ms"),
+        "scrypt_bound": (f"(4) bound: {os.cpu_count()} cores ÷ one scrypt hash", "", "jobs/s"),
+        **pages,
         "worker_rss": ("(5) service: peak RSS of a worker process", memory, "MB"),
         "api_rss_growth": ("(5) service: API worker RSS growth", memory, "MB"),
     }
@@ -69,13 +89,16 @@ class Bench:
         own = f"{settings.STACK_PREFIX}{self.prefix}"
         self.baseline_url = database_url(f"followers_{own}_baselines")
         self.pika_queue = f"{own}_pika"
+        self.dramatiq_queue = f"{own}_dramatiq"
         self.publish_queue = f"{own}_publish"
         self.conn = None
         self.consumers = []
+        self.bare_workers = None
         self.stacks = {}
         self.authors = {}
         self.password_hash = passwords.hash_password("fan")
         self.round = 0
+        self.deep_author = None
 
     # --- Set-up and tear-down ---------------------------------------------
 
@@ -86,11 +109,11 @@ class Bench:
         biggest = max(self.args.chunked_count, self.args.memory_count, 100_000)
         common = {"MAX_FOLLOWERS_PER_REQUEST": str(biggest)}
         wanted = {}
-        if self.needs("sync", "async_chunked", "memory"):
+        if self.needs("sync", "async_chunked", "memory", "small_jobs", "depth"):
             wanted["main"] = Stack(self.prefix, env=common)
         if self.needs("async_one"):
             wanted["one"] = Stack(f"{self.prefix}_one", env={**common, "FOLLOWERS_PER_MESSAGE": "1"})
-        if self.needs("api"):
+        if self.needs("api", "small_jobs"):
             # The API alone: its figures are what the API does, with no
             # worker competing for the 2 cores (as with the publish baseline).
             wanted["api"] = Stack(f"{self.prefix}_api", env=common)
@@ -100,7 +123,7 @@ class Bench:
         with ThreadPoolExecutor(max(1, len(wanted))) as pool:
             for name, author in zip(wanted, pool.map(self._start_stack, wanted), strict=True):
                 self.authors[name] = author
-        if self.needs("loop", "insert_many", "copy", "pika"):
+        if self.needs("loop", "insert_many", "copy", "pika", "dramatiq"):
             say(f"setting up the baselines' database {self.baseline_url.rsplit('/', 1)[1]}")
             baseline_db.reset(self.baseline_url)
             self.conn = baseline_db.connect(self.baseline_url)
@@ -120,10 +143,13 @@ class Bench:
         """Stop and drop everything this run started; a step that fails is
         reported and the others still run."""
         steps = [("the pika consumers", lambda: pika_pipeline.stop_consumers(self.consumers))]
+        if self.bare_workers is not None:
+            steps.append(("the bare dramatiq workers", self.bare_workers.stop))
         steps += [(f"the {stack.name} processes", stack.stop) for stack in self.stacks.values()]
         if self.conn is not None:
             steps.append(("the baselines' connection", self._close_baseline_db))
-        for queue in [self.pika_queue, self.publish_queue] + [stack.queue_name for stack in self.stacks.values()]:
+        queues = [self.pika_queue, self.dramatiq_queue, self.publish_queue]
+        for queue in queues + [stack.queue_name for stack in self.stacks.values()]:
             steps.append((f"queue {queue}", lambda queue=queue: delete_queues(queue)))
         # The databases hold millions of rows after a run: give the disk back.
         for url in [self.baseline_url] + [stack.database_url for stack in self.stacks.values()]:
@@ -178,12 +204,27 @@ class Bench:
         finally:
             pika_pipeline.stop_consumers(self.consumers)
             self.consumers = []
+        self.bare_workers = None
         return {"pika": count / seconds}
 
     def run_async_one(self):
         count = self.args.one_count
         seconds = service.add_followers_async(self.stacks["one"], self.authors["one"], self.login("one"), count)
         return {"async_one": count / seconds}
+
+    def run_dramatiq(self):
+        count = self.args.one_count
+        log = ROOT / "artifacts" / "logs" / f"{settings.STACK_PREFIX}{self.prefix}_dramatiq" / "workers.log"
+        self.bare_workers = bare_dramatiq.start_workers(self.dramatiq_queue, self.baseline_url, log)
+        try:
+            seconds = bare_dramatiq.run(
+                self.conn, self.dramatiq_queue, self.authors["baseline"], self.login("dramatiq"), count,
+                self.password_hash,
+            )
+        finally:
+            self.bare_workers.stop()
+            self.bare_workers = None
+        return {"dramatiq": count / seconds}
 
     def run_async_chunked(self):
         count = self.args.chunked_count
@@ -229,3 +270,53 @@ class Bench:
             "api_rss_growth": max(growth[pid] for pid in api_workers),
         }
 
+
+    def run_small_jobs(self):
+        """1-follower async jobs: end to end with the workers, then the
+        intake alone on the API-only stack (its queue emptied after), and
+        what bounds them: the worker CPU per job against one scrypt hash."""
+        jobs, clients = self.args.small_jobs, self.args.api_clients
+        stack = self.stacks["main"]
+        workers = stack.workers.children()
+        cpu_before = sum(map(cpu_seconds, workers))
+        seconds = service.small_jobs(stack, self.authors["main"], self.login("small"), jobs=jobs, clients=clients)
+        cpu_ms = (sum(map(cpu_seconds, workers)) - cpu_before) * 1000 / jobs
+        intake = service.small_jobs(
+            self.stacks["api"], self.authors["api"], self.login("small"), jobs=jobs, clients=clients, wait=False
+        )
+        purge_queue(self.stacks["api"].queue_name)  # kept: its publisher declared it once
+        hashes = []
+        for _ in range(5):
+            # CPU time, as the workers' is: the other processes on the cores do not count.
+            started = time.thread_time()
+            passwords.hash_password("fan")
+            hashes.append((time.thread_time() - started) * 1000)
+        scrypt_ms = statistics.median(hashes)
+        return {
+            "small_e2e": jobs / seconds,
+            "small_intake": jobs / intake,
+            "small_cpu": cpu_ms,
+            "scrypt": scrypt_ms,
+            "scrypt_bound": os.cpu_count() * 1000 / scrypt_ms,
+        }
+
+    def run_depth(self):
+        """One user's follower pages at several depths, by offset and by
+        cursor; the user is built once, in the first round."""
+        stack, count = self.stacks["main"], self.args.depth_followers
+        if self.deep_author is None:
+            author = service.create_author(stack, "deep")
+            say(f"    building a user with {count:,} followers (once)")
+            follower_pages.build(stack, author, count)
+            self.deep_author = author
+        pages = follower_pages.Pages(stack, self.deep_author)
+        results = {}
+        try:
+            for depth in follower_pages.depths(count):
+                cursor = pages.cursor_at(depth)
+                for how, query in (("offset", f"offset={depth}"), ("cursor", f"cursor={cursor}")):
+                    query = f"limit={follower_pages.PAGE}&{query}"
+                    results[f"page_{how}_{depth}"] = pages.latency_ms(query, self.args.depth_requests)
+        finally:
+            pages.close()
+        return results

@@ -212,13 +212,16 @@ class FollowerCount(Model):
     random, so concurrent units of one author seldom wait on the same row
     (one row would serialise their commits). The unique subscription index
     stays the truth; this is its count, exact at every commit, read in one
-    index lookup instead of counting a million rows per page.
+    index range instead of counting a million rows per page.
 
     Nothing deletes a subscription today; whatever comes to do so must
     subtract here in its own statement (``add(author, -n)``).
     """
 
-    SHARDS = 16
+    # With 16 units in flight, a unit meets another on its shard 1 time in
+    # 18 here (6 in 10 with 16 shards); an author's count is at most this many
+    # rows, read in one index range. Trade-off measured in docs/benchmark.md.
+    SHARDS = 256
 
     author = ForeignKeyField(User, on_delete="CASCADE", index=False)
     shard = SmallIntegerField()

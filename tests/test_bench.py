@@ -22,6 +22,9 @@ TINY = [
     "--api-seconds", "0.5",
     "--latency-requests", "5",
     "--memory-count", "3000",
+    "--small-jobs", "4",
+    "--depth-followers", "300",
+    "--depth-requests", "2",
     "--prefix", "bench_smoke",
 ]  # fmt: skip
 
@@ -36,12 +39,17 @@ def test_bench_prints_the_table_with_ratios():
     out = result.stdout
     assert "| workload | size | unit | median | min–max | rounds |" in out
     rows = ["(a) original's loop", "(b) Peewee insert_many", "(c) COPY", "(1) service: sync", "(d) pika",
-            "(2) service: async, 1 follower", "(3) service: async, default chunking", "(e) pika publish",
-            "(4) service: p99", "(5) service: peak RSS"]  # fmt: skip
+            "(2) service: async, 1 follower", "(f) bare Dramatiq", "(3) service: async, default chunking",
+            "(e) pika publish", "(4) service: p99", "(4) service: 1-follower async jobs, POST → all done",
+            "(4) service: 1-follower async jobs, intake only", "(4) service: worker CPU per 1-follower job",
+            "(4) bound: ", "(6) service: a page of 100 at depth 0, by offset",
+            "(6) service: a page of 100 at depth 200, by cursor", "(5) service: peak RSS"]  # fmt: skip
     for row in rows:
         assert row in out
     verdicts = [line for line in out.splitlines() if line.endswith(("| PASS |", "| MISS |"))]
     assert len(verdicts) == 9, out
     assert all("×" in line for line in verdicts if "≥" in line)
+    reported = [line for line in out.splitlines() if line.endswith("| reported |")]
+    assert len(reported) == 2 and all("×" in line for line in reported), out
     # Progress goes to stderr, round by round.
     assert "round 1/1" in result.stderr

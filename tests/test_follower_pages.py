@@ -126,7 +126,7 @@ def test_units_of_one_author_do_not_wait_for_each_other(author):
                 assert "lock timeout" in str(error)
                 waited += 1
         # One counter row would make all 20 wait for the open transaction;
-        # 16 shards make about 1 in 16 do so.
+        # with FollowerCount.SHARDS rows, about 1 in SHARDS does.
         assert added >= 12, f"{waited} of 20 statements waited for another unit's counter row"
         held.commit()
     finally:
