@@ -35,7 +35,8 @@ def render(listen, upstream, template=TEMPLATE):
     ``$API_UPSTREAM`` replaced, and nothing else: nginx's own ``$variables``
     stay (the same output as envsubst with that list; a test compares)."""
     values = {"LISTEN": listen, "API_UPSTREAM": upstream}
-    pattern = r"\$(?:\{(%s)\}|(%s)(?![A-Za-z0-9_]))" % ("|".join(VARIABLES), "|".join(VARIABLES))
+    names = "|".join(VARIABLES)
+    pattern = rf"\$(?:\{{({names})\}}|({names})(?![A-Za-z0-9_]))"
     return re.sub(pattern, lambda match: values[match.group(1) or match.group(2)], Path(template).read_text())
 
 

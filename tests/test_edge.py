@@ -19,8 +19,8 @@ import settings
 from deploy import nginx
 from harness import Stack, wait_for
 from tests.api_helpers import assert_clean_4xx
-from tests.edge_helpers import Edge, client, connect_from
 from tests.e2e_helpers import unique
+from tests.edge_helpers import Edge, client, connect_from
 from tests.test_api_metrics import samples
 
 ADD = "/api/v1/add-followers"
@@ -32,7 +32,8 @@ USERS = "/api/v1/users"
 
 @pytest.mark.skipif(not shutil.which("envsubst"), reason="envsubst (gettext-base) is not installed")
 def test_rendering_substitutes_listen_and_upstream_only_as_envsubst_does():
-    env = {"LISTEN": "127.0.0.1:8000", "API_UPSTREAM": "api:8000", "remote_addr": "SUBSTITUTED", "PATH": "/usr/bin:/bin"}
+    env = {"LISTEN": "127.0.0.1:8000", "API_UPSTREAM": "api:8000", "remote_addr": "SUBSTITUTED",
+           "PATH": "/usr/bin:/bin"}
     expected = subprocess.run(["envsubst", "${LISTEN} ${API_UPSTREAM}"], input=nginx.TEMPLATE.read_text(),
                               env=env, capture_output=True, text=True, check=True).stdout
     rendered = nginx.render("127.0.0.1:8000", "api:8000")

@@ -12,8 +12,8 @@ import pytest
 import requests
 
 from harness import ROOT, Process, Stack, consumer_count, free_port, wait_for
-from tests.edge_helpers import client
 from tests.e2e_helpers import unique
+from tests.edge_helpers import client
 
 pytestmark = pytest.mark.slow
 
