@@ -46,6 +46,13 @@ def on_starting(server):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = settings.API_METRICS_DIR
 
 
+def child_exit(server, worker):
+    """A worker is gone: drop its live gauges (its counters still count)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, settings.API_METRICS_DIR)
+
+
 def post_worker_init(worker):
     """Behind nginx every request comes from nginx's address: REMOTE_ADDR
     becomes the client's, from X-Forwarded-For, when the peer is in
@@ -53,10 +60,3 @@ def post_worker_init(worker):
     from web.forwarded import ForwardedClient
 
     worker.wsgi = ForwardedClient(worker.wsgi, trusted=worker.cfg.forwarded_allow_ips)
-
-
-def child_exit(server, worker):
-    """A worker is gone: drop its live gauges (its counters still count)."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid, settings.API_METRICS_DIR)
