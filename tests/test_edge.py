@@ -132,18 +132,7 @@ def p99(latencies):
 
 @pytest.mark.slow  # a real nginx in front of a real gunicorn
 def test_slow_clients_do_not_stall_the_api(stack, edge, user_id):
-    # Without nginx, 24 connections trickling their bodies hold gunicorn's 8
-    # threads (2 workers x 4): /health waits. This is what nginx is for.
-    direct = Tricklers(stack.port, [f"127.0.2.{i}" for i in range(1, 25)], body=True)
-    try:
-        time.sleep(1)
-        with pytest.raises(requests.Timeout):
-            client("127.0.0.3").get(f"{stack.url}/health", timeout=3)
-    finally:
-        direct.stop()
-    wait_for(lambda: stack.get("/health", timeout=2).status_code == 200, timeout=20, what="gunicorn to recover")
     baseline = health_latencies(edge.url, "127.0.0.3", 50)
-
     # Through nginx: 100 clients trickling headers and 100 trickling bodies,
     # each from its own address.
     headers = Tricklers(edge.port, [f"127.0.1.{i}" for i in range(1, 101)], body=False)
@@ -162,6 +151,18 @@ def test_slow_clients_do_not_stall_the_api(stack, edge, user_id):
         assert answers == [201, 200] * 10
         assert p99(latencies) < 0.100, f"p99 {p99(latencies) * 1000:.0f} ms with 200 slow clients"
         assert (len(headers.sockets), len(bodies.sockets)) == (100, 100), "nginx dropped slow clients early"
+
+        # Meanwhile, the same done to gunicorn itself: 64 connections
+        # trickling their bodies hold its 8 threads (2 workers x 4), and
+        # /health waits. This is what nginx is for.
+        direct = Tricklers(stack.port, [f"127.0.2.{i}" for i in range(1, 65)], body=True)
+        try:
+            time.sleep(1)
+            with pytest.raises(requests.Timeout):
+                client("127.0.0.3").get(f"{stack.url}/health", timeout=3)
+        finally:
+            direct.stop()
+
         # client_header_timeout: a header that never ends is cut after 10 s;
         # a body still moving is not (its timeout is between two reads).
         wait_for(lambda: headers.closed_by_server == 100, timeout=15 - (time.monotonic() - started),
@@ -170,6 +171,14 @@ def test_slow_clients_do_not_stall_the_api(stack, edge, user_id):
     finally:
         headers.stop()
         bodies.stop()
+    wait_for(lambda: answers_health(stack.url), timeout=20, what="gunicorn to recover")
+
+
+def answers_health(url):
+    try:
+        return requests.get(f"{url}/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 @pytest.mark.slow  # a real nginx in front of a real gunicorn
@@ -207,6 +216,23 @@ def test_a_flood_from_one_address_gets_429s_and_a_neighbour_is_served(edge, user
     assert refused.json()["error"] == "too many requests" and int(refused.headers["Retry-After"]) >= 1
     assert served == [200] * 8
     assert "limiting requests" in edge.error_log.read_text()
+
+
+@pytest.mark.slow  # a real nginx in front of a real gunicorn
+def test_one_address_holds_at_most_8_requests_in_flight(edge, user_id):
+    # Bodies that never finish: each request stays in flight in nginx.
+    held = Tricklers(edge.port, ["127.0.0.11"] * 8, body=True)
+    try:
+        time.sleep(0.5)
+        assert held.closed_by_server == 0
+        ninth = client("127.0.0.11").get(f"{edge.url}{USERS}/{user_id}")
+        assert (ninth.status_code, ninth.headers["Content-Type"], ninth.headers["Retry-After"]) == \
+               (429, "application/json", "1")
+        assert ninth.json()["success"] is False and ninth.json()["error"] == "too many requests"
+        assert client("127.0.0.12").get(f"{edge.url}{USERS}/{user_id}").status_code == 200
+    finally:
+        held.stop()
+    assert "limiting connections" in edge.error_log.read_text()
 
 
 @pytest.mark.slow  # a real nginx in front of a real gunicorn
