@@ -114,7 +114,15 @@ PASSWORD_HASH_COST = _int("PASSWORD_HASH_COST", 2**14)
 
 # --- API ---------------------------------------------------------------------
 
-API_BIND = _str("API_BIND", "127.0.0.1:8000")
+#: Where clients connect: nginx under ``./run serve`` (gunicorn itself when
+#: nginx is not installed). Rendered into deploy/nginx.conf.template.
+LISTEN = _str("LISTEN", "127.0.0.1:8000")
+#: gunicorn's own address, behind nginx.
+API_BIND = _str("API_BIND", "127.0.0.1:8001")
+#: Peers whose X-Forwarded-For (the client's address) and X-Forwarded-Proto
+#: gunicorn believes, comma-separated addresses or networks, "*" for any:
+#: the proxy only (gunicorn reads the same variable).
+FORWARDED_ALLOW_IPS = _str("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 API_WORKERS = _int("API_WORKERS", 2)
 #: Threads per gunicorn worker: a request mostly waits for two disk flushes
 #: (PostgreSQL's commit, RabbitMQ's), so a few threads overlap them.

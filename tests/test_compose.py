@@ -23,12 +23,36 @@ def compose():
 
 def test_the_services_and_their_commands(compose):
     services = compose["services"]
-    assert set(services) == {"rabbitmq", "postgres", "schema", "api", "worker"}
+    assert set(services) == {"rabbitmq", "postgres", "schema", "api", "worker", "nginx"}
     assert services["schema"]["command"] == ["python", "-m", "db"]
     assert services["api"]["command"] == ["gunicorn", "api:app"]
     assert services["worker"]["command"] == ["dramatiq", "actors", "--processes", "2"]
     assert services["api"]["environment"]["API_BIND"] == "0.0.0.0:8000"
-    assert "8000:8000" in services["api"]["ports"] and "15672:15672" in services["rabbitmq"]["ports"]
+    assert "127.0.0.1:15672:15672" in services["rabbitmq"]["ports"]
+
+
+def test_nginx_is_the_only_port_published_to_the_network(compose):
+    services = compose["services"]
+    assert "ports" not in services["api"], "gunicorn must not be reachable but through nginx"
+    assert services["nginx"]["ports"] == ["8000:80"]
+    for name, service in services.items():
+        if name != "nginx":
+            for port in service.get("ports", []):
+                assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond the host's loopback"
+
+
+def test_nginx_renders_the_repos_template_in_front_of_the_api(compose):
+    nginx = compose["services"]["nginx"]
+    assert nginx["image"].startswith("nginx:")
+    assert "./deploy/nginx.conf.template:/etc/nginx/templates/default.conf.template:ro" in nginx["volumes"]
+    env = nginx["environment"]
+    api_port = compose["services"]["api"]["environment"]["API_BIND"].rsplit(":", 1)[1]
+    assert (env["LISTEN"], env["API_UPSTREAM"]) == ("80", f"api:{api_port}")
+    # Compose turns $$ into $: the image's envsubst gets ^(LISTEN|API_UPSTREAM)$.
+    assert env["NGINX_ENVSUBST_FILTER"] == "^(LISTEN|API_UPSTREAM)$$"
+    assert nginx["stop_signal"] == "SIGQUIT" and nginx["restart"] == "unless-stopped"
+    assert nginx["depends_on"] == {"api": {"condition": "service_healthy"}}
+    assert compose["services"]["api"]["environment"]["FORWARDED_ALLOW_IPS"] == "*"
 
 
 def test_rabbitmq_is_current_with_its_ui_and_no_guest(compose):
@@ -43,7 +67,7 @@ def test_rabbitmq_is_current_with_its_ui_and_no_guest(compose):
 
 def test_health_checks_restarts_and_start_order(compose):
     services = compose["services"]
-    for name in ("rabbitmq", "postgres", "api", "worker"):
+    for name in ("rabbitmq", "postgres", "api", "worker", "nginx"):
         assert services[name]["healthcheck"]["test"], name
     for name in ("api", "worker"):
         assert services[name]["restart"] == "unless-stopped"
