@@ -4,7 +4,7 @@
   python -m lab run SCENARIO [--mode naive|robust]
   python -m lab all                           every scenario in every mode
   (run and all also write an HTML report: artifacts/lab/latest.html)
-  python -m lab dlq list|show|replay|purge    the dead-letter queue
+  python -m lab dlq ...                       the same as python -m ops dlq ...
   python -m lab chaos [--duration S] ...      worker kills and outages at once
 """
 
@@ -13,11 +13,11 @@ import shutil
 import sys
 import time
 
-from . import dlq
 from .report import write_report
 from .runner import run, table
 from .scenarios import BY_NAME, SCENARIOS
 from harness import ROOT
+from ops import dlq
 
 
 def cmd_list(args):
@@ -89,7 +89,7 @@ def main(argv=None):
     for command in (run_parser, all_parser):
         command.add_argument("--report", metavar="PATH", help="write the HTML report here "
                              "(default: artifacts/lab/report-<time>.html and artifacts/lab/latest.html)")
-    dlq.add_parser(commands)
+    dlq.add_parser(commands)  # the lab's own dead letters, with the operations tool
     chaos = commands.add_parser("chaos", help="kill workers, restart RabbitMQ and PostgreSQL, lose nothing")
     chaos.add_argument("--duration", type=float, default=60, help="seconds of chaos (default 60)")
     chaos.add_argument("--jobs", type=int, default=40, help="requests to submit (default 40)")
