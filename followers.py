@@ -30,6 +30,20 @@ class InvalidUnit(Exception):
     match it): dead-lettered at once, never retried."""
 
 
+class JobFinished(Exception):
+    """A job that is done or failed cannot be cancelled any more."""
+
+
+class JobCancelled(Exception):
+    """A unit of a cancelled job: acked without effect, neither retried nor
+    dead-lettered. ``next_unit`` is what an ordered job must publish instead
+    (the user's next ordered job waits on this one's chain of units)."""
+
+    def __init__(self, message, next_unit=None):
+        super().__init__(message)
+        self.next_unit = next_unit
+
+
 def get_user(user_id):
     user = User.get_or_none(User.id == user_id)
     if user is None:
@@ -149,7 +163,8 @@ def apply_unit(job_id, chunk, user_id, followers_login, start, count, ordered=Fa
 
     Returns (created, skipped, next_unit): created and skipped are None if
     the unit was done already; next_unit is the (job, chunk) an ordered job
-    must publish now, if any. Raises InvalidUnit if the unit is not its job's.
+    must publish now, if any. Raises InvalidUnit if the unit is not its job's,
+    JobCancelled if its job was cancelled.
     """
     unit = dict(job_id=job_id, chunk=chunk, author_id=user_id, followers_login=followers_login,
                 start=start, stop=start + count, ordered=ordered)
@@ -159,7 +174,10 @@ def apply_unit(job_id, chunk, user_id, followers_login, start, count, ordered=Fa
             next_unit = _next_ordered_unit(job_id, chunk) if matched and ordered else None
         if matched:
             return created, (None if created is None else count - created), next_unit
-        # No job matched: unknown, not this unit's, or its password not hashed yet.
+        # No job matched: unknown, cancelled, not this unit's, or its password not hashed yet.
+        if Job.select(Job.status).where(Job.id == job_id).scalar() == "cancelled":
+            raise JobCancelled(f"job {job_id} is cancelled: unit {chunk} skipped",
+                               _next_ordered_job_unit(job_id) if ordered else None)
         if not (first_try and job_password_hash(job_id)):
             break
     raise InvalidUnit(_mismatch(job_id, chunk, user_id, followers_login, start, count, ordered))
@@ -176,6 +194,31 @@ def _next_ordered_unit(job_id, chunk):
     User.lock_for_ordering(job.user_id)
     following = job.next_ordered_job()
     return (following, 0) if following else None
+
+
+def _next_ordered_job_unit(job_id):
+    """The first unit of the user's ordered job after this one, decided
+    under the user's ordering lock as ``_next_ordered_unit`` does."""
+    with database.atomic():
+        job = Job.get_by_id(job_id)
+        User.lock_for_ordering(job.user_id)
+        following = job.next_ordered_job()
+    return (following, 0) if following else None
+
+
+def cancel_job(job_id):
+    """Cancel a job: its units not applied yet will be skipped (a unit
+    whose statement is already running when the cancel commits still
+    finishes). Returns the job as it stands. Idempotent: cancelling a
+    cancelled job changes nothing. Raises NotFound, or JobFinished for a
+    job done or failed."""
+    cancelled = Job.cancel(job_id)
+    job = Job.get_or_none(Job.id == job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist")
+    if not cancelled and job.status != "cancelled":
+        raise JobFinished(f"job {job_id} is {job.to_dict()['status']} already; only an unfinished job can be cancelled")
+    return job
 
 
 def _check_unit(job_id, chunk, user_id, followers_login, start, count):

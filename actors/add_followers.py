@@ -75,7 +75,11 @@ def _run_unit(unit):
         if "no_dedup" in settings.NAIVE:
             followers.apply_unit_naively(**unit, after_commit=lambda: faults.after_commit(unit, first_delivery))
             return
-        created, _, next_unit = followers.apply_unit(**unit)
+        try:
+            created, _, next_unit = followers.apply_unit(**unit)
+        except followers.JobCancelled as cancelled:
+            logger.info("%s", cancelled)  # acked: a cancelled job's unit is neither retried nor dead-lettered
+            created, next_unit = 0, cancelled.next_unit
     if created is None:
         logger.info("job %s unit %s: done already, nothing to do", unit["job_id"], unit["chunk"])
     if faults.ACTIVE:
@@ -94,6 +98,9 @@ def split_job(job_id):
         job = Job.get_or_none(Job.id == job_id)
     if job is None:
         raise followers.InvalidUnit(f"job {job_id} does not exist")
+    if job.status == "cancelled":
+        logger.info("job %s is cancelled: its units are not published", job_id)
+        return
     publisher.publish(unit_message(job, chunk) for chunk in range(job.messages))
 
 

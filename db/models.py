@@ -159,11 +159,22 @@ class Subscription(BaseModel):
         }
 
 
+#: A job's status as ``Job.to_dict`` derives it, in SQL over ``j`` (a jobs
+#: row) and ``u`` (its units: ``finished``, done or failed, and ``failed``).
+DERIVED_STATUS = """CASE
+    WHEN j.status = 'cancelled' THEN 'cancelled'
+    WHEN j.status = 'failed' OR (COALESCE(u.finished, 0) = j.messages AND u.failed > 0) THEN 'failed'
+    WHEN COALESCE(u.finished, 0) = j.messages THEN 'done'
+    WHEN u.finished > 0 THEN 'running'
+    ELSE j.status
+END"""
+
+
 class Job(BaseModel):
     """One asynchronous add-followers request, split into ``messages`` units
     of at most ``chunk_size`` followers. ``status`` holds what only the API
-    knows (queued, or failed to publish); running and done are derived from
-    the units, so that no worker has to update this hot row."""
+    knows (queued, failed to publish, or cancelled); running and done are
+    derived from the units, so that no worker has to update this hot row."""
 
     user = ForeignKeyField(User, on_delete="CASCADE")
     followers_login = CharField(max_length=32)
@@ -255,10 +266,14 @@ class Job(BaseModel):
         )
         return [f"unit {unit.chunk}: {unit.error}" for unit in query]
 
-    def to_dict(self):
-        progress = self.progress()
+    def to_dict(self, *, progress=None, unit_errors=None):
+        """The job as the API shows it; ``progress`` and ``unit_errors``
+        when the caller fetched them already (a page of jobs)."""
+        progress = progress or self.progress()
         finished = progress["done"] + progress["failed"]
-        if self.status == "failed" or (finished == self.messages and progress["failed"]):
+        if self.status == "cancelled":
+            status = "cancelled"
+        elif self.status == "failed" or (finished == self.messages and progress["failed"]):
             status = "failed"
         elif finished == self.messages:
             status = "done"
@@ -266,7 +281,7 @@ class Job(BaseModel):
             status = "running"
         else:
             status = self.status
-        errors = ([self.error] if self.error else []) + self.unit_errors()
+        errors = ([self.error] if self.error else []) + (self.unit_errors() if unit_errors is None else unit_errors)
         updated_at = max(filter(None, [self.updated_at, progress["updated_at"]]))
         return {
             "id": self.id,
@@ -291,15 +306,9 @@ class Job(BaseModel):
         """{status: jobs}, each job's status derived as ``to_dict`` does, in
         one aggregate query (for the API's /metrics)."""
         cursor = database.execute_sql(
-            """
+            f"""
             SELECT status, count(*) FROM (
-                SELECT CASE
-                    WHEN j.status = 'failed' OR (COALESCE(u.finished, 0) = j.messages AND u.failed > 0)
-                        THEN 'failed'
-                    WHEN COALESCE(u.finished, 0) = j.messages THEN 'done'
-                    WHEN u.finished > 0 THEN 'running'
-                    ELSE j.status
-                END AS status
+                SELECT {DERIVED_STATUS} AS status
                 FROM jobs AS j
                 LEFT JOIN (
                     SELECT job_id, count(*) AS finished, count(*) FILTER (WHERE status = 'failed') AS failed
@@ -310,6 +319,77 @@ class Job(BaseModel):
             """
         )
         return dict(cursor.fetchall())
+
+    # --- Operations: the console and its API ------------------------------
+
+    @classmethod
+    def cancel(cls, job_id):
+        """Mark the job cancelled, in one statement that leaves a finished
+        job alone (failed to publish, or every unit done or dead-lettered).
+        True if this call cancelled it. From then on no unit of it applies
+        (``JobUnit.apply`` checks the status in its own statement)."""
+        cursor = database.execute_sql(
+            """
+            UPDATE jobs SET status = 'cancelled', updated_at = now()
+            WHERE id = %(job)s AND status NOT IN ('failed', 'cancelled')
+              AND messages > (SELECT count(*) FROM job_units WHERE job_id = %(job)s)
+            RETURNING id
+            """,
+            {"job": job_id},
+        )
+        return cursor.fetchone() is not None
+
+    @classmethod
+    def page(cls, *, status=None, user_id=None, before=None, limit=50):
+        """Jobs newest first, with ids below ``before`` (keyset pagination:
+        a page costs the same however deep), of one user and of one derived
+        status if given. Returns [(job, progress, unit errors)] in two
+        round trips whatever the page's size."""
+        jobs = list(
+            cls.raw(
+                f"""
+                SELECT j.*, u.done, u.failed, u.created AS units_created, u.skipped AS units_skipped,
+                       u.updated_at AS units_updated_at
+                FROM jobs AS j
+                CROSS JOIN LATERAL (
+                    SELECT count(*) AS finished, count(*) FILTER (WHERE status = 'done') AS done,
+                           count(*) FILTER (WHERE status = 'failed') AS failed,
+                           COALESCE(sum(created), 0) AS created, COALESCE(sum(skipped), 0) AS skipped,
+                           max(updated_at) AS updated_at
+                    FROM job_units WHERE job_id = j.id
+                ) AS u
+                WHERE (%s::int IS NULL OR j.id < %s) AND (%s::int IS NULL OR j.user_id = %s)
+                  AND (%s::text IS NULL OR {DERIVED_STATUS} = %s)
+                ORDER BY j.id DESC
+                LIMIT %s
+                """,
+                before, before, user_id, user_id, status, status, limit,
+            )
+        )
+        errors = {job.id: [] for job in jobs}
+        failing = [job.id for job in jobs if job.failed]
+        if failing:
+            cursor = database.execute_sql(
+                """
+                SELECT job_id, chunk, error FROM (
+                    SELECT job_id, chunk, error, row_number() OVER (PARTITION BY job_id ORDER BY chunk) AS n
+                    FROM job_units WHERE job_id = ANY(%s) AND status = 'failed'
+                ) AS failed WHERE n <= 20
+                ORDER BY job_id, chunk
+                """,
+                (failing,),
+            )
+            for job_id, chunk, error in cursor.fetchall():
+                errors[job_id].append(f"unit {chunk}: {error}")
+        return [
+            (job, {"done": job.done, "failed": job.failed, "created": job.units_created,
+                   "skipped": job.units_skipped, "updated_at": job.units_updated_at}, errors[job.id])
+            for job in jobs
+        ]
+
+    def units(self, limit=500):
+        """The job's finished units (done or dead-lettered), in order."""
+        return list(JobUnit.select().where(JobUnit.job == self.id).order_by(JobUnit.chunk).limit(limit))
 
 
 class JobUnit(BaseModel):
@@ -348,7 +428,7 @@ class JobUnit(BaseModel):
                 WHERE id = %(job)s AND user_id = %(author)s AND followers_login = %(login)s
                   AND ordered = %(ordered)s AND %(chunk)s < messages
                   AND %(start)s = %(chunk)s * chunk_size AND %(stop)s = LEAST(%(start)s + chunk_size, requested)
-                  AND password_hash IS NOT NULL
+                  AND password_hash IS NOT NULL AND status <> 'cancelled'
             ), {ctes}, unit AS (
                 INSERT INTO job_units (job_id, chunk, status, created, skipped)
                 SELECT job.id, %(chunk)s, 'done', made.n, %(stop)s - %(start)s - made.n

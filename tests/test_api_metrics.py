@@ -28,9 +28,9 @@ def samples(text, name):
 
 def test_count_by_status_derives_each_status_as_to_dict_does(db):
     user = followers.create_user(unique("m"), "pw", 1)
-    jobs = [followers.create_job(user.id, unique("j"), count, chunk_size=10) for count in (30, 30, 30, 30, 30, 0, 20)]
+    jobs = [followers.create_job(user.id, unique("j"), count, chunk_size=10) for count in (30, 30, 30, 30, 30, 0, 20, 30)]
     # 0: queued, no unit; 1: running; 2: done; 3: failed (a unit dead-lettered); 4: failed to publish;
-    # 5: nothing to do (done); 6: finished with one failed unit of two (failed).
+    # 5: nothing to do (done); 6: finished with one failed unit of two (failed); 7: cancelled while running.
     JobUnit.create(job=jobs[1], chunk=0, status="done")
     for chunk in range(3):
         JobUnit.create(job=jobs[2], chunk=chunk, status="done")
@@ -38,9 +38,11 @@ def test_count_by_status_derives_each_status_as_to_dict_does(db):
     Job.update(status="failed").where(Job.id == jobs[4].id).execute()
     JobUnit.create(job=jobs[6], chunk=0, status="done")
     JobUnit.create(job=jobs[6], chunk=1, status="failed", error="x")
+    JobUnit.create(job=jobs[7], chunk=0, status="done")
+    followers.cancel_job(jobs[7].id)
     expected = collections.Counter(job.to_dict()["status"] for job in Job.select())
     assert Job.count_by_status() == dict(expected)
-    assert expected == {"queued": 1, "running": 2, "done": 2, "failed": 2}
+    assert expected == {"queued": 1, "running": 2, "done": 2, "failed": 2, "cancelled": 1}
 
 
 # --- Live ------------------------------------------------------------------
@@ -89,7 +91,8 @@ def test_jobs_by_status_come_from_the_database(stack):
     assert response.status_code == 202
     jobs = samples(stack.get("/metrics").text, "followers_jobs")
     assert jobs['status="queued"'] >= 1
-    assert set(jobs) == {'status="queued"', 'status="running"', 'status="done"', 'status="failed"'}
+    assert set(jobs) == {'status="queued"', 'status="running"', 'status="done"', 'status="failed"',
+                         'status="cancelled"'}
 
 
 def test_the_metrics_folder_is_emptied_when_gunicorn_starts(stack):

@@ -54,5 +54,6 @@ def register(app):
     app.add_error_handler(validation.Invalid, _handler(falcon.HTTP_400))
     app.add_error_handler(followers.NotFound, _handler(falcon.HTTP_404))
     app.add_error_handler(followers.Conflict, _handler(falcon.HTTP_409))
+    app.add_error_handler(followers.JobFinished, _handler(falcon.HTTP_409, "job finished"))
     app.add_error_handler(BrokerUnavailable, _handler(falcon.HTTP_503, "broker unavailable"))
     app.add_error_handler((OperationalError, InterfaceError), _handler(falcon.HTTP_503, "database unavailable"))
