@@ -14,6 +14,7 @@ from dramatiq.middleware.prometheus import Prometheus
 
 import settings
 
+from .heartbeat import Heartbeat
 from .middleware import DeadLetters, DeliveryLimit, HardTimeLimit
 from .observe import EventLog, UnitLog
 
@@ -22,6 +23,7 @@ def _middleware():
     # Passing a list replaces Dramatiq's defaults: we keep what we need.
     # before_* hooks run in this order, after_* hooks in reverse.
     return [
+        Heartbeat(interval=settings.HEARTBEAT_INTERVAL_S),  # first: it counts every message, skipped ones too
         # Opt-in in Dramatiq: message counts, errors, retries, durations on :9191.
         *([Prometheus()] if settings.WORKER_METRICS else []),
         *([EventLog()] if settings.RECORD_EVENTS else []),

@@ -14,8 +14,9 @@ from psycopg2 import sql
 from .database import connect_params, database
 from .messages import MESSAGE_MODELS
 from .models import MODELS
+from .workers import WORKER_MODELS
 
-ALL_MODELS = MODELS + MESSAGE_MODELS
+ALL_MODELS = MODELS + MESSAGE_MODELS + WORKER_MODELS
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,8 @@ logger = logging.getLogger(__name__)
 UPGRADES = [
     "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS ordered BOOLEAN NOT NULL DEFAULT FALSE",
     "DROP INDEX IF EXISTS subscriptions_author_id",  # redundant with (author_id, follower_id)
+    "ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS job_id INTEGER",
+    "ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS chunk INTEGER",
 ]
 
 
