@@ -20,10 +20,17 @@ import followers
 import settings
 import validation
 from actors import BrokerUnavailable
-from db import Job, database
+from db import database
 from validation import PG_INT_MAX
 from web import errors
+from web.console import CancelJobAction, DeadLetterAction, DeadLettersPage, JobPage, JobsPage, OverviewPage
+from web.console_auth import ConsoleAccess, LoginResource, LogoutResource, Sessions
+from web.dead_letters import DeadLetterReplayResource, DeadLetterResource, DeadLettersResource
+from web.jobs import JobResource, JobsResource
 from web.metrics import MetricsResource, RequestMetrics
+from web.pages import STATIC_DIR
+from web.queues import QueuesResource
+from web.workers import WorkersResource
 from web.middleware import BearerToken, BodyLimit, DatabaseConnection
 
 ID = f"int(min=1, max={PG_INT_MAX})"  # out-of-range ids are unknown routes: 404
@@ -104,14 +111,6 @@ class AddFollowersResource:
         resp.media = {"success": True, "jobId": job.id, "messages": job.messages}
 
 
-class JobResource:
-    def on_get(self, req, resp, job_id):
-        job = Job.get_or_none(Job.id == job_id)
-        if job is None:
-            raise followers.NotFound(f"job {job_id} does not exist")
-        resp.media = job.to_dict()
-
-
 class HealthResource:
     def on_get(self, req, resp):
         checks = {"database": "ok", "broker": "ok"}
@@ -156,6 +155,7 @@ def _operations(document):
 
 def create_app(*, max_body_bytes=None, api_token=None, metrics_dir=None):
     api_token = settings.API_TOKEN if api_token is None else api_token
+    sessions = Sessions(token=api_token, max_age=settings.CONSOLE_SESSION_S)
     router = CompiledRouter()
     app = falcon.App(
         router=router,
@@ -163,6 +163,7 @@ def create_app(*, max_body_bytes=None, api_token=None, metrics_dir=None):
             RequestMetrics(router),
             BodyLimit(max_bytes=max_body_bytes or settings.MAX_BODY_BYTES),
             BearerToken(api_token),
+            ConsoleAccess(sessions=sessions),
             DatabaseConnection(),
         ],
     )
@@ -174,10 +175,26 @@ def create_app(*, max_body_bytes=None, api_token=None, metrics_dir=None):
     app.add_route(f"/api/v1/users/{{user_id:{ID}}}/followers", FollowersResource())
     app.add_route("/api/v1/subscriptions", SubscriptionsResource())
     app.add_route("/api/v1/add-followers", AddFollowersResource())
+    app.add_route("/api/v1/jobs", JobsResource())
     app.add_route(f"/api/v1/jobs/{{job_id:{ID}}}", JobResource())
+    app.add_route("/api/v1/dead-letters", DeadLettersResource())
+    app.add_route("/api/v1/dead-letters/{message_id}", DeadLetterResource())
+    app.add_route("/api/v1/dead-letters/{message_id}/replay", DeadLetterReplayResource())
+    app.add_route("/api/v1/queues", QueuesResource())
+    app.add_route("/api/v1/workers", WorkersResource())
     app.add_route("/health", HealthResource())
     app.add_route("/metrics", MetricsResource(metrics_dir or settings.API_METRICS_DIR))
     app.add_route("/openapi.json", OpenApiResource(api_token=api_token))
+    # The console: HTML pages, left out of openapi.json (tests/test_openapi.py says so).
+    app.add_route("/console", OverviewPage())
+    app.add_route("/console/jobs", JobsPage())
+    app.add_route(f"/console/jobs/{{job_id:{ID}}}", JobPage())
+    app.add_route(f"/console/jobs/{{job_id:{ID}}}/cancel", CancelJobAction())
+    app.add_route("/console/dead-letters", DeadLettersPage())
+    app.add_route("/console/dead-letters/{message_id}/{action}", DeadLetterAction())
+    app.add_route("/console/login", LoginResource(sessions=sessions))
+    app.add_route("/console/logout", LogoutResource())
+    app.add_static_route("/console/static", str(STATIC_DIR))
     return app
 
 

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 import pika
 
 import settings
+from actors import BrokerUnavailable
 from db import DeadLetter, DeliveryAttempt, database
+from followers import NotFound
 
 #: pg_advisory_lock(LOCK_CLASS, hashtext(queue)); class 1 is the users' ordering lock.
 LOCK_CLASS = 2
@@ -208,3 +210,39 @@ def purge(message_ids=None, *, queue_name=None):
     """Drop dead letters (all of them with ``message_ids=None``) and their
     recorded reasons."""
     return _act("purge", message_ids, queue_name)
+
+
+def _recorded(message_id):
+    with database.connection_context():
+        record = DeadLetter.get_or_none(DeadLetter.message_id == message_id)
+    if record is None:
+        raise NotFound(f"no dead letter {message_id} is recorded")
+    return record
+
+
+def _one(action, message_id):
+    try:
+        return action([message_id])
+    except (pika.exceptions.AMQPError, OSError) as error:
+        raise BrokerUnavailable(f"RabbitMQ is unreachable: {error!r}") from None
+
+
+def replay_one(message_id):
+    """Replay one recorded dead letter of this service's queue (the API's
+    and the console's replay). Raises NotFound if it is not recorded or no
+    longer in the dead-letter queue, BrokerUnavailable, DeadLetterQueueBusy."""
+    _recorded(message_id)
+    outcome = _one(replay, message_id)
+    if not outcome.done:
+        raise NotFound(f"dead letter {message_id} is recorded but no longer in {outcome.queue} "
+                       "(expired, or purged from RabbitMQ directly); purge it")
+
+
+def purge_one(message_id):
+    """Drop one recorded dead letter from the dead-letter queue and forget it
+    (forgotten even when RabbitMQ no longer holds it). Raises NotFound if
+    it is not recorded, BrokerUnavailable, DeadLetterQueueBusy."""
+    _recorded(message_id)
+    _one(purge, message_id)
+    with database.connection_context():
+        DeadLetter.delete().where(DeadLetter.message_id == message_id).execute()

@@ -116,7 +116,10 @@ def test_schemathesis_finds_no_failure(stack, artifacts):
     result = subprocess.run(
         [str(BIN / "schemathesis"), "run", f"{stack.url}/openapi.json",
          "--max-examples", "30", "--seed", "20261128", "--request-timeout", "30", "--workers", "2",
-         "--header", f"Authorization: Bearer {TOKEN}", "--no-color"],
+         "--header", f"Authorization: Bearer {TOKEN}", "--no-color",
+         # DELETE /api/v1/jobs/{id} cancels a job, which stays readable as cancelled (the design);
+         # the check that a deleted resource answers 404 does not apply to it, and to nothing else here.
+         "--exclude-checks", "use_after_free"],
         cwd=artifacts, capture_output=True, text=True, timeout=300,
         env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.openapi_hooks", "PYTHONPATH": str(ROOT)},
     )

@@ -10,6 +10,7 @@ from peewee import InterfaceError, OperationalError
 import followers
 import validation
 from actors import BrokerUnavailable
+from ops.dead_letters import DeadLetterQueueBusy
 
 logger = logging.getLogger("followers.api")
 
@@ -56,4 +57,5 @@ def register(app):
     app.add_error_handler(followers.Conflict, _handler(falcon.HTTP_409))
     app.add_error_handler(followers.JobFinished, _handler(falcon.HTTP_409, "job finished"))
     app.add_error_handler(BrokerUnavailable, _handler(falcon.HTTP_503, "broker unavailable"))
+    app.add_error_handler(DeadLetterQueueBusy, _handler(falcon.HTTP_503, "dead-letter queue busy"))
     app.add_error_handler((OperationalError, InterfaceError), _handler(falcon.HTTP_503, "database unavailable"))
