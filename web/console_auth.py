@@ -145,6 +145,7 @@ class LoginResource:
             return
         if not self.sessions.token_matches(form.get("token")):
             render(req, resp, "login.html", status=falcon.HTTP_401, next=target, failed=True)
+            resp.set_header("WWW-Authenticate", 'Bearer realm="console"')  # what a 401 must say; the form asks again
             return
         set_session_cookie(req, resp, self.sessions.issue(), self.sessions.max_age)
         redirect(resp, target)
