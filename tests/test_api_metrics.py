@@ -28,7 +28,8 @@ def samples(text, name):
 
 def test_count_by_status_derives_each_status_as_to_dict_does(db):
     user = followers.create_user(unique("m"), "pw", 1)
-    jobs = [followers.create_job(user.id, unique("j"), count, chunk_size=10) for count in (30, 30, 30, 30, 30, 0, 20, 30)]
+    counts = (30, 30, 30, 30, 30, 0, 20, 30)
+    jobs = [followers.create_job(user.id, unique("j"), count, chunk_size=10) for count in counts]
     # 0: queued, no unit; 1: running; 2: done; 3: failed (a unit dead-lettered); 4: failed to publish;
     # 5: nothing to do (done); 6: finished with one failed unit of two (failed); 7: cancelled while running.
     JobUnit.create(job=jobs[1], chunk=0, status="done")

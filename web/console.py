@@ -134,8 +134,9 @@ def timeline(events, width=1000):
         left = (event.started - start).total_seconds() / span * width
         right = ((event.ended or end) - start).total_seconds() / span * width
         bars.append({
-            "lane": lanes.index((event.pid, event.thread)), "x": round(left, 1), "width": round(max(right - left, 2), 1),
-            "outcome": event.outcome, "title": f"unit {event.chunk}: {event.outcome}"
+            "lane": lanes.index((event.pid, event.thread)), "x": round(left, 1),
+            "width": round(max(right - left, 2), 1), "outcome": event.outcome,
+            "title": f"unit {event.chunk}: {event.outcome}"
             f"{' (redelivered)' if event.redelivered else ''}, {(event.ended or end) - event.started}"
             f"{': ' + event.error if event.error else ''}",
         })
