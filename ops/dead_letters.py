@@ -118,6 +118,7 @@ class Letter:
             raise ValueError(f"{self.message_id} is not a Dramatiq message and cannot be replayed; purge it")
         self.message.setdefault("options", {}).pop("retries", None)
         self.message["options"].pop("traceback", None)
+        record = self.record()
         with database.connection_context():
             # Fresh attempts: the delivery limit counts from zero again.
             DeliveryAttempt.delete().where(DeliveryAttempt.message_id == self.message_id).execute()
@@ -127,7 +128,14 @@ class Letter:
             body=json.dumps(self.message).encode(),
             properties=pika.BasicProperties(delivery_mode=2),
         )
-        self._forget()
+        self.queue.channel.basic_ack(self.tag)
+        if record is not None:
+            # Forget why it died, unless it died again meanwhile: a worker may
+            # take the replayed message, fail and record it before we get here.
+            with database.connection_context():
+                DeadLetter.delete().where(
+                    (DeadLetter.message_id == self.message_id) & (DeadLetter.updated_at == record.updated_at)
+                ).execute()
 
     def _target_queue(self):
         # Back where it came from (the work queue, or its delay queue for a
