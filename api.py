@@ -20,12 +20,19 @@ import followers
 import settings
 import validation
 from actors import BrokerUnavailable
-from db import Job, Outbox
+from db import Outbox
 from validation import PG_INT_MAX
 from web import errors, idempotency
+from web.console import CancelJobAction, DeadLetterAction, DeadLettersPage, JobPage, JobsPage, OverviewPage
+from web.console_auth import ConsoleAccess, LoginResource, LogoutResource, Sessions
+from web.dead_letters import DeadLetterReplayResource, DeadLetterResource, DeadLettersResource
 from web.intake import JobIntake
+from web.jobs import JobResource, JobsResource
 from web.metrics import MetricsResource, RequestMetrics
 from web.middleware import BearerToken, BodyLimit, DatabaseConnection
+from web.pages import STATIC_DIR
+from web.queues import QueuesResource
+from web.workers import WorkersResource
 
 ID = f"int(min=1, max={PG_INT_MAX})"  # out-of-range ids are unknown routes: 404
 OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.json"
@@ -130,14 +137,6 @@ class AddFollowersResource:
         return 202, {"success": True, "jobId": job.id, "messages": job.units}
 
 
-class JobResource:
-    def on_get(self, req, resp, job_id):
-        job = Job.get_or_none(Job.id == job_id)
-        if job is None:
-            raise followers.NotFound(f"job {job_id} does not exist")
-        resp.media = job.to_dict()
-
-
 class HealthResource:
     """200 while PostgreSQL answers: the API takes work then, even with
     RabbitMQ down (it waits in the outbox, which this shows)."""
@@ -195,6 +194,7 @@ def create_app(*, max_body_bytes=None, api_token=None, metrics_dir=None, intake=
     on this process's relay); the lab passes its own."""
     api_token = settings.API_TOKEN if api_token is None else api_token
     intake = intake or JobIntake(relay=actors.relay, max_pending=settings.OUTBOX_MAX_PENDING)
+    sessions = Sessions(token=api_token, max_age=settings.CONSOLE_SESSION_S)
     router = CompiledRouter()
     app = falcon.App(
         router=router,
@@ -202,6 +202,7 @@ def create_app(*, max_body_bytes=None, api_token=None, metrics_dir=None, intake=
             RequestMetrics(router),
             BodyLimit(max_bytes=max_body_bytes or settings.MAX_BODY_BYTES),
             BearerToken(api_token),
+            ConsoleAccess(sessions=sessions),
             DatabaseConnection(),
         ],
     )
@@ -215,10 +216,26 @@ def create_app(*, max_body_bytes=None, api_token=None, metrics_dir=None, intake=
     app.add_route("/api/v1/subscriptions", SubscriptionsResource())
     idempotent = idempotency.IdempotentRequests(ttl_hours=settings.IDEMPOTENCY_KEY_TTL_H)
     app.add_route("/api/v1/add-followers", AddFollowersResource(intake=intake, idempotent=idempotent))
+    app.add_route("/api/v1/jobs", JobsResource())
     app.add_route(f"/api/v1/jobs/{{job_id:{ID}}}", JobResource())
+    app.add_route("/api/v1/dead-letters", DeadLettersResource())
+    app.add_route("/api/v1/dead-letters/{message_id}", DeadLetterResource())
+    app.add_route("/api/v1/dead-letters/{message_id}/replay", DeadLetterReplayResource())
+    app.add_route("/api/v1/queues", QueuesResource())
+    app.add_route("/api/v1/workers", WorkersResource())
     app.add_route("/health", HealthResource(publisher=actors.publisher))
     app.add_route("/metrics", MetricsResource(metrics_dir or settings.API_METRICS_DIR))
     app.add_route("/openapi.json", OpenApiResource(api_token=api_token))
+    # The console: HTML pages, left out of openapi.json (tests/test_openapi.py says so).
+    app.add_route("/console", OverviewPage())
+    app.add_route("/console/jobs", JobsPage())
+    app.add_route(f"/console/jobs/{{job_id:{ID}}}", JobPage())
+    app.add_route(f"/console/jobs/{{job_id:{ID}}}/cancel", CancelJobAction())
+    app.add_route("/console/dead-letters", DeadLettersPage())
+    app.add_route("/console/dead-letters/{message_id}/{action}", DeadLetterAction())
+    app.add_route("/console/login", LoginResource(sessions=sessions))
+    app.add_route("/console/logout", LogoutResource())
+    app.add_static_route("/console/static", str(STATIC_DIR))
     return app
 
 

@@ -21,6 +21,10 @@ class InvalidUnit(Exception):
     not have): dead-lettered at once, never retried."""
 
 
+class JobFinished(Exception):
+    """A job that is done or failed cannot be cancelled any more."""
+
+
 def create_job(user_id, followers_login, count, *, unit_size=None, ordered=None):
     """Record an asynchronous request with its messages in the outbox: one
     statement, or for an ordered job one transaction under the user's
@@ -106,3 +110,18 @@ def enqueue_units(job_id):
     if not exists:
         raise InvalidUnit(f"job {job_id} does not exist")
     return written
+
+
+def cancel_job(job_id):
+    """Cancel a job: its units not applied yet are skipped (a unit whose
+    statement is under way finishes first: the cancel waits for it).
+    Returns the job as it stands. Idempotent: cancelling a cancelled job
+    changes nothing. Raises NotFound, or JobFinished for a job done or
+    failed."""
+    cancelled = Job.cancel(job_id)
+    job = Job.get_or_none(Job.id == job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist")
+    if not cancelled and job.status != "cancelled":
+        raise JobFinished(f"job {job_id} is {job.to_dict()['status']} already; only an unfinished job can be cancelled")
+    return job

@@ -9,6 +9,7 @@ setting the variables before they start a process.
 import os
 import re
 import tempfile
+from urllib.parse import urlsplit
 
 
 def _int(name, default):
@@ -45,6 +46,13 @@ DATABASE_URL = _str("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/follow
 #: One URL, or the nodes of a cluster separated by ``;``: every process
 #: connects to whichever node answers and moves on when its node dies.
 RABBITMQ_URL = _str("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+#: RabbitMQ's management HTTP API, where the API reads queue depths, rates
+#: and consumers (GET /api/v1/queues). Its user and password are
+#: RABBITMQ_URL's unless this URL has its own. Default: RABBITMQ_URL's host
+#: (the first of several), port 15672.
+RABBITMQ_MANAGEMENT_URL = _str(
+    "RABBITMQ_MANAGEMENT_URL", f"http://{urlsplit(RABBITMQ_URL.split(';')[0]).hostname or '127.0.0.1'}:15672"
+)
 #: Dramatiq also declares ``<QUEUE_NAME>.DQ`` (delays) and ``<QUEUE_NAME>.XQ``
 #: (dead letters). Tests and the lab use their own name so they never touch a
 #: developer's running instance.
@@ -104,6 +112,9 @@ MAX_DELIVERIES = _int("MAX_DELIVERIES", 3)
 #: Apply the units of each user in publish order (users still run in
 #: parallel); takes effect for jobs created while it is set.
 ORDERED_PER_USER = _bool("ORDERED_PER_USER", False)
+#: Seconds between the heartbeats each worker process writes (0: none); a
+#: process silent for 3 intervals shows as gone in GET /api/v1/workers.
+HEARTBEAT_INTERVAL_S = _int("HEARTBEAT_INTERVAL_S", 5)
 #: PostgreSQL cancels any statement that runs longer than this.
 STATEMENT_TIMEOUT_MS = _int("STATEMENT_TIMEOUT_MS", 30_000)
 
@@ -145,6 +156,9 @@ API_METRICS_DIR = _str(
     "API_METRICS_DIR",
     os.path.join(tempfile.gettempdir(), "followers-api-metrics-" + re.sub(r"[^\w.-]", "_", API_BIND)),
 )
+
+#: How long a console login lasts (seconds).
+CONSOLE_SESSION_S = _int("CONSOLE_SESSION_S", 12 * 3600)
 
 # --- Logging -----------------------------------------------------------------
 

@@ -105,6 +105,19 @@ class Boolean(Field):
         return value
 
 
+class Choice(Field):
+    """One of a few words."""
+
+    def __init__(self, choices, *, default=_MISSING):
+        super().__init__(default=default)
+        self.choices = tuple(choices)
+
+    def clean(self, value):
+        if value not in self.choices:
+            raise ValueError(f"must be one of {', '.join(self.choices)}")
+        return value
+
+
 def validate(data, form, *, strict=False, typed=False):
     """Clean ``data`` (a mapping) against ``form``; with ``strict``, fields
     the form does not know are refused too (messages), not ignored (HTTP);

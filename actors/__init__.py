@@ -16,6 +16,7 @@ from .connection import node_urls
 from .dead_letters import DeadLetters
 from .delivery_limit import DeliveryLimit
 from .hard_time_limit import HardTimeLimit
+from .heartbeat import Heartbeat
 from .log_level import LogLevel
 from .observe import UnitLog
 from .relay import OutboxRelay, relay
@@ -26,6 +27,7 @@ def _middleware():
     # Passing a list replaces Dramatiq's defaults: we keep what we need.
     # before_* hooks run in this order, after_* hooks in reverse.
     return [
+        Heartbeat(interval=settings.HEARTBEAT_INTERVAL_S),  # first: it counts every message, skipped ones too
         # Opt-in in Dramatiq: message counts, errors, retries, durations on :9191.
         *([Prometheus()] if settings.WORKER_METRICS else []),
         QueueCheck(),

@@ -33,7 +33,8 @@ class DeadLetters(Middleware):
         try:
             with database.connection_context():
                 DeadLetter.record(
-                    message.message_id, message.queue_name, message.actor_name, reason, attempt_of(message)
+                    message.message_id, message.queue_name, message.actor_name, reason, attempt_of(message),
+                    job_id=job_id, unit=unit,
                 )
                 if job_id is not None:
                     JobUnit.mark_failed(job_id, unit, reason)

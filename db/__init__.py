@@ -6,8 +6,9 @@ from .jobs import Job, JobUnit
 from .messages import DeadLetter, DeliveryAttempt, MessageEvent
 from .models import FollowerCount, Subscription, User
 from .outbox import Outbox
+from .workers import WorkerProcess
 
 __all__ = [
     "database", "FollowerCount", "Job", "JobUnit", "Subscription", "User", "DeadLetter", "DeliveryAttempt",
-    "MessageEvent", "Outbox", "IdempotencyKey",
+    "MessageEvent", "Outbox", "IdempotencyKey", "WorkerProcess",
 ]

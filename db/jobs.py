@@ -192,9 +192,11 @@ class Job(BaseModel):
         )
         return [f"unit {row.unit}: {row.error}" for row in query]
 
-    def to_dict(self):
-        progress = self.progress()
-        errors = ([self.error] if self.error else []) + self.unit_errors()
+    def to_dict(self, *, progress=None, unit_errors=None):
+        """The job as the API shows it; ``progress`` and ``unit_errors``
+        when the caller fetched them already (a page of jobs)."""
+        progress = progress or self.progress()
+        errors = ([self.error] if self.error else []) + (self.unit_errors() if unit_errors is None else unit_errors)
         updated_at = max(filter(None, [self.updated_at, progress["updated_at"]]))
         return {
             "id": self.id,
@@ -227,6 +229,79 @@ class Job(BaseModel):
             """
         )
         return dict(cursor.fetchall())
+
+    # --- Operations: the console and its API ------------------------------
+
+    @classmethod
+    def cancel(cls, job_id):
+        """Mark the job cancelled, in one statement that leaves a finished
+        job alone (failed to publish, or every unit done or dead-lettered).
+        True if this call cancelled it. From then on no unit of it applies:
+        ``JobUnit.apply`` checks the status in its own statement, under a
+        share lock of the row, so this waits for a unit under way."""
+        cursor = database.execute_sql(
+            """
+            UPDATE jobs SET status = 'cancelled', updated_at = now()
+            WHERE id = %(job)s AND status NOT IN ('failed', 'cancelled')
+              AND units > (SELECT count(*) FROM job_units WHERE job_id = %(job)s AND status IN ('done', 'failed'))
+            RETURNING id
+            """,
+            {"job": job_id},
+        )
+        return cursor.fetchone() is not None
+
+    @classmethod
+    def page(cls, *, status=None, user_id=None, before=None, limit=50):
+        """Jobs newest first, with ids below ``before`` (keyset pagination:
+        a page costs the same however deep), of one user and of one derived
+        status if given. Returns [(job, progress, unit errors)] in two
+        round trips whatever the page's size."""
+        jobs = list(
+            cls.raw(
+                f"""
+                SELECT j.*, u.done, u.failed, u.created AS units_created, u.skipped AS units_skipped,
+                       u.updated_at AS units_updated_at, {status_sql("j", "u.done", "u.failed")} AS derived_status
+                FROM jobs AS j
+                CROSS JOIN LATERAL (
+                    SELECT count(*) FILTER (WHERE status = 'done') AS done,
+                           count(*) FILTER (WHERE status = 'failed') AS failed,
+                           COALESCE(sum(created), 0) AS created, COALESCE(sum(skipped), 0) AS skipped,
+                           max(updated_at) AS updated_at
+                    FROM job_units WHERE job_id = j.id
+                ) AS u
+                WHERE (%s::int IS NULL OR j.id < %s) AND (%s::int IS NULL OR j.user_id = %s)
+                  AND (%s::text IS NULL OR {status_sql("j", "u.done", "u.failed")} = %s)
+                ORDER BY j.id DESC
+                LIMIT %s
+                """,
+                before, before, user_id, user_id, status, status, limit,
+            )
+        )
+        errors: dict[int, list[str]] = {job.id: [] for job in jobs}
+        failing = [job.id for job in jobs if job.failed]
+        if failing:
+            cursor = database.execute_sql(
+                """
+                SELECT job_id, unit, error FROM (
+                    SELECT job_id, unit, error, row_number() OVER (PARTITION BY job_id ORDER BY unit) AS n
+                    FROM job_units WHERE job_id = ANY(%s) AND status = 'failed'
+                ) AS failed WHERE n <= 20
+                ORDER BY job_id, unit
+                """,
+                (failing,),
+            )
+            for job_id, unit, error in cursor.fetchall():
+                errors[job_id].append(f"unit {unit}: {error}")
+        return [
+            (job, {"done": job.done, "failed": job.failed, "created": job.units_created,
+                   "skipped": job.units_skipped, "updated_at": job.units_updated_at,
+                   "status": job.derived_status}, errors[job.id])
+            for job in jobs
+        ]
+
+    def unit_rows(self, limit=500):
+        """The job's finished units (done, dead-lettered or cancelled), in order."""
+        return list(JobUnit.select().where(JobUnit.job == self.id).order_by(JobUnit.unit).limit(limit))
 
 
 class UnitResult(NamedTuple):

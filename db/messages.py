@@ -53,19 +53,23 @@ class DeliveryAttempt(BaseModel):
 
 class DeadLetter(BaseModel):
     """Why a message went to the dead-letter queue; the message itself stays
-    in RabbitMQ (``<queue>.XQ``), where ``python -m lab dlq`` finds it."""
+    in RabbitMQ (``<queue>.XQ``), where ``ops.dead_letters`` finds it.
+    ``created_at`` is when it was first dead-lettered, ``updated_at`` the
+    last time (a replay that fails again)."""
 
     message_id = CharField(max_length=64, primary_key=True)
     queue_name = CharField(max_length=255)
     actor_name = CharField(max_length=255)
     reason = TextField()
     attempts = IntegerField()
+    job_id = IntegerField(null=True)  # a unit of work's job and unit, when it is one
+    unit = IntegerField(null=True)
 
     class Meta:
         table_name = "dead_letters"
 
     @classmethod
-    def record(cls, message_id, queue_name, actor_name, reason, attempts):
+    def record(cls, message_id, queue_name, actor_name, reason, attempts, *, job_id=None, unit=None):
         (
             cls.insert(
                 message_id=message_id,
@@ -73,6 +77,8 @@ class DeadLetter(BaseModel):
                 actor_name=actor_name,
                 reason=reason,
                 attempts=attempts,
+                job_id=job_id,
+                unit=unit,
             )
             .on_conflict(
                 conflict_target=[cls.message_id],
@@ -80,6 +86,30 @@ class DeadLetter(BaseModel):
             )
             .execute()
         )
+
+    @classmethod
+    def page(cls, *, limit, offset):
+        """The latest dead letters first, and how many there are."""
+        query = cls.select().order_by(cls.updated_at.desc(), cls.message_id)
+        return list(query.limit(limit).offset(offset)), query.count()
+
+    @classmethod
+    def count_for(cls, queue_name):
+        """Dead letters recorded for a work queue (its delay queue's included)."""
+        return cls.select().where(cls.queue_name.in_([queue_name, f"{queue_name}.DQ"])).count()
+
+    def to_dict(self):
+        return {
+            "messageId": self.message_id,
+            "queueName": self.queue_name,
+            "actorName": self.actor_name,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "jobId": self.job_id,
+            "unit": self.unit,
+            "firstSeen": self.created_at.isoformat(),
+            "lastSeen": self.updated_at.isoformat(),
+        }
 
 
 class MessageEvent(BaseModel):
@@ -101,6 +131,11 @@ class MessageEvent(BaseModel):
 
     class Meta:
         table_name = "message_events"
+
+    @classmethod
+    def of_job(cls, job_id, limit=1000):
+        """The recorded deliveries of a job's messages, in start order."""
+        return list(cls.select().where(cls.job_id == job_id).order_by(cls.started, cls.id).limit(limit))
 
 
 MESSAGE_MODELS = [DeliveryAttempt, DeadLetter, MessageEvent]

@@ -17,8 +17,9 @@ from .jobs import JOB_MODELS
 from .messages import MESSAGE_MODELS
 from .models import MODELS, FollowerCount
 from .outbox import Outbox
+from .workers import WORKER_MODELS
 
-ALL_MODELS = MODELS + JOB_MODELS + MESSAGE_MODELS + [Outbox, IdempotencyKey]
+ALL_MODELS = MODELS + JOB_MODELS + MESSAGE_MODELS + WORKER_MODELS + [Outbox, IdempotencyKey]
 
 
 def _rename_column(table, old, new):
@@ -49,6 +50,9 @@ UPGRADES = [
     f"""DO $$ BEGIN
         IF NOT EXISTS (SELECT 1 FROM follower_counts) THEN {FollowerCount.RECOUNT}; END IF;
     END $$""",
+    "ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS job_id INTEGER",
+    _rename_column("dead_letters", "chunk", "unit"),
+    "ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS unit INTEGER",
 ]
 
 

@@ -164,6 +164,7 @@ class Supervisor:
             say(f"API:         http://{settings.LISTEN}/health  (gunicorn alone: nginx is not installed)")
             say("warning: without nginx a few slow clients can stall the API; install it (Debian: apt-get install"
                 " nginx) and ./run serve puts it in front (docs/deploying.md)")
+        say(f"Console:     http://{settings.LISTEN}/console  (the token is API_TOKEN, when it is set)")
         say("RabbitMQ UI: http://127.0.0.1:15672  (guest/guest on a developer machine)")
         say("Ctrl-C stops everything.")
 

@@ -7,7 +7,7 @@
   python -m lab compare [--scenarios a,b] [--implementations dramatiq,celery,ours] [--window S]
                                               the scenarios against bare Dramatiq, Celery and ours
                                               (its report: artifacts/lab/compare.html)
-  python -m lab dlq list|show|replay|purge    the dead-letter queue
+  python -m lab dlq ...                       the same as python -m ops dlq ...
   python -m lab chaos [--duration S] ...      worker kills and outages at once
   python -m lab cluster [--queue-type T]      a RabbitMQ node lost under load: classic vs quorum
 """
@@ -18,8 +18,8 @@ import sys
 import time
 
 from harness import ROOT
+from ops import dlq
 
-from . import dlq
 from .report import write_report
 from .runner import run, table
 from .scenarios import BY_NAME, SCENARIOS
@@ -138,7 +138,7 @@ def main(argv=None):
     compare.add_argument("--report", metavar="PATH", help="write the HTML report here "
                          "(default: artifacts/lab/compare.html)")
     compare.set_defaults(func=cmd_compare)
-    dlq.add_parser(commands)
+    dlq.add_parser(commands)  # the lab's own dead letters, with the operations tool
     chaos = commands.add_parser("chaos", help="kill workers, restart RabbitMQ and PostgreSQL, lose nothing")
     chaos.add_argument("--duration", type=float, default=60, help="seconds of chaos (default 60)")
     chaos.add_argument("--jobs", type=int, default=40, help="requests to submit (default 40)")

@@ -13,6 +13,15 @@ OPENAPI = json.loads((ROOT / "openapi.json").read_text())
 TOKEN = "test-token-Zx8"
 
 
+#: The console's HTML pages: left out of openapi.json and the Postman collection,
+#: which describe the JSON API (tests/test_openapi.py checks they are all HTML).
+CONSOLE_PREFIX = "/console"
+
+
+def is_console(path):
+    return path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
+
+
 def openapi_path(falcon_template):
     """/api/v1/users/{user_id:int(min=1)} -> /api/v1/users/{user_id}"""
     return re.sub(r"\{(\w+):[^}]*\}", r"{\1}", falcon_template)

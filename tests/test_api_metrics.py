@@ -10,7 +10,7 @@ import pytest
 import followers
 from db import Job, JobUnit
 from harness import Stack
-from jobs import create_job
+from jobs import cancel_job, create_job
 from tests.e2e_helpers import create_user, unique
 
 
@@ -29,9 +29,10 @@ def samples(text, name):
 
 def test_count_by_status_derives_each_status_as_to_dict_does(db):
     user = followers.create_user(unique("m"), "pw", 1)
-    jobs = [create_job(user.id, unique("j"), count, unit_size=10) for count in (30, 30, 30, 30, 30, 0, 20)]
+    counts = (30, 30, 30, 30, 30, 0, 20, 30)
+    jobs = [create_job(user.id, unique("j"), count, unit_size=10) for count in counts]
     # 0: queued, no unit; 1: running; 2: done; 3: running, a unit dead-lettered; 4: failed (stored);
-    # 5: nothing to do (done); 6: finished with one failed unit of two (failed).
+    # 5: nothing to do (done); 6: finished with one failed unit of two (failed); 7: cancelled while running.
     JobUnit.create(job=jobs[1], unit=0, status="done")
     for unit in range(3):
         JobUnit.create(job=jobs[2], unit=unit, status="done")
@@ -39,9 +40,11 @@ def test_count_by_status_derives_each_status_as_to_dict_does(db):
     Job.update(status="failed").where(Job.id == jobs[4].id).execute()
     JobUnit.create(job=jobs[6], unit=0, status="done")
     JobUnit.create(job=jobs[6], unit=1, status="failed", error="x")
+    JobUnit.create(job=jobs[7], unit=0, status="done")
+    cancel_job(jobs[7].id)
     expected = collections.Counter(job.to_dict()["status"] for job in Job.select())
     assert Job.count_by_status() == dict(expected)
-    assert expected == {"queued": 1, "running": 2, "done": 2, "failed": 2}
+    assert expected == {"queued": 1, "running": 2, "done": 2, "failed": 2, "cancelled": 1}
 
 
 # --- Live ------------------------------------------------------------------
@@ -93,7 +96,8 @@ def test_jobs_by_status_come_from_the_database(stack):
     assert response.status_code == 202
     jobs = samples(stack.get("/metrics").text, "followers_jobs")
     assert jobs['status="queued"'] >= 1
-    assert set(jobs) == {'status="queued"', 'status="running"', 'status="done"', 'status="failed"'}
+    assert set(jobs) == {'status="queued"', 'status="running"', 'status="done"', 'status="failed"',
+                         'status="cancelled"'}
 
 
 @pytest.mark.slow  # the API as a gunicorn process

@@ -34,7 +34,7 @@ def test_scenario_verdict(scenario, mode):
 
 def dlq(stack, *args):
     result = subprocess.run(
-        [sys.executable, "-m", "lab", "dlq", "--queue", stack.queue_name, *args],
+        [sys.executable, "-m", "ops", "dlq", "--queue", stack.queue_name, *args],
         cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=60,
     )
     return result.returncode, result.stdout + result.stderr

@@ -8,8 +8,10 @@ import falcon
 from peewee import InterfaceError, OperationalError
 
 import followers
+import jobs
 import validation
 from actors import BrokerUnavailable
+from ops.dead_letters import DeadLetterQueueBusy
 
 from .intake import Backpressure, handle_backpressure
 
@@ -56,6 +58,8 @@ def register(app):
     app.add_error_handler(validation.Invalid, _handler(falcon.HTTP_400))
     app.add_error_handler(followers.NotFound, _handler(falcon.HTTP_404))
     app.add_error_handler(followers.Conflict, _handler(falcon.HTTP_409))
+    app.add_error_handler(jobs.JobFinished, _handler(falcon.HTTP_409, "job finished"))
     app.add_error_handler(BrokerUnavailable, _handler(falcon.HTTP_503, "broker unavailable"))
     app.add_error_handler(Backpressure, handle_backpressure)
+    app.add_error_handler(DeadLetterQueueBusy, _handler(falcon.HTTP_503, "dead-letter queue busy"))
     app.add_error_handler((OperationalError, InterfaceError), _handler(falcon.HTTP_503, "database unavailable"))

@@ -43,7 +43,7 @@ LATENCY = Histogram(
 )
 UNMATCHED = "unmatched"  # requests for no route: one label, whatever the path
 #: What Job.to_dict() calls a job; each is exported, 0 included.
-JOB_STATUSES = ("queued", "running", "done", "failed")
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 
 
 def multiprocess():
