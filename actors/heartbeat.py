@@ -12,7 +12,7 @@ from peewee import PeeweeException
 
 from db import WorkerProcess, database
 
-from .middleware import unit_of
+from .messages import unit_of
 
 logger = logging.getLogger("followers.worker")
 

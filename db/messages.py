@@ -4,7 +4,7 @@ Each table is written off the happy path only: a redelivery, a dead letter,
 or the lab's event log (written by the lab's workers only).
 """
 
-from peewee import CharField, IntegerField, TextField, fn
+from peewee import AutoField, CharField, IntegerField, TextField, fn
 
 from .models import BaseModel, TimestampTZField
 
@@ -115,6 +115,8 @@ class DeadLetter(BaseModel):
 class MessageEvent(BaseModel):
     """One processing of one message by one worker thread (the lab's record).
     A row left ``running`` is a delivery whose worker died under it."""
+
+    id = AutoField()  # as Peewee would add it, written out for type checkers
 
     message_id = CharField(max_length=64, index=True)
     actor_name = CharField(max_length=255)

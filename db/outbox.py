@@ -54,8 +54,12 @@ class Outbox(Model):
             RETURNING 1"""
 
     @classmethod
-    def add(cls, queue_name, actor_name, kwargs):
-        cls.insert(queue_name=queue_name, actor_name=actor_name, kwargs=kwargs).execute()
+    def add(cls, queue_name, actor_name, kwargs, *, message_id=None):
+        """One message, in the caller's transaction (a replay keeps its id)."""
+        row = {"queue_name": queue_name, "actor_name": actor_name, "kwargs": kwargs}
+        if message_id is not None:
+            row["message_id"] = message_id
+        cls.insert(**row).execute()
 
     @classmethod
     def claim(cls, limit):

@@ -4,7 +4,7 @@ console. ``created_at`` is when the process started, ``updated_at`` its
 last heartbeat, both by PostgreSQL's clock, so hosts whose clocks disagree
 are still judged alike."""
 
-from peewee import BigIntegerField, BooleanField, CharField, IntegerField
+from peewee import AutoField, BigIntegerField, BooleanField, CharField, IntegerField
 
 from .database import database
 from .models import BaseModel
@@ -14,6 +14,7 @@ SILENT_INTERVALS = 3
 
 
 class WorkerProcess(BaseModel):
+    id = AutoField()  # as Peewee would add it, written out for type checkers
     host = CharField(max_length=255)
     pid = IntegerField()
     threads = IntegerField()
@@ -64,7 +65,7 @@ class WorkerProcess(BaseModel):
             (SILENT_INTERVALS, seconds),
         )
         columns = [column[0] for column in cursor.description]
-        return [dict(zip(columns, row)) for row in cursor.fetchall()]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
 WORKER_MODELS = [WorkerProcess]

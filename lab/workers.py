@@ -6,15 +6,18 @@ from dramatiq.middleware import CurrentMessage
 
 import actors
 from actors import broker
+from actors.dead_letters import DeadLetters
 
 from .events import EventLog
 from .faults import FaultInjection
 
+faults = FaultInjection.from_settings()
+# Before DeadLetters: its after hooks run after Retries has decided whether
+# a failed message is retried or dead-lettered, which is the outcome it records.
+broker.add_middleware(EventLog(), before=DeadLetters)
 # Appended last: their before hooks run just before the actor, their after
 # hooks first, after the unit's commit and before its ack.
-faults = FaultInjection.from_settings()
 broker.add_middleware(CurrentMessage())  # the naive consumers ask for their message
-broker.add_middleware(EventLog())
 broker.add_middleware(faults)
 
 __all__ = ["actors", "broker", "faults"]

@@ -1,9 +1,9 @@
 """Dead letters: the messages in ``<queue>.XQ``, and replaying or purging them.
 
 The message stays in RabbitMQ (``<queue>.XQ``); why it died is in PostgreSQL
-(``dead_letters``, written by the workers). Replaying a message publishes it
-back to its work queue with fresh attempts; units are idempotent, so
-replaying one that did get done is harmless. ``replay`` and ``purge`` are
+(``dead_letters``, written by the workers). Replaying a message writes it to
+the outbox, with fresh attempts, for a relay to publish back to its work
+queue; units are idempotent, so replaying one that did get done is harmless. ``replay`` and ``purge`` are
 the one place this is done: ``python -m ops dlq``, the API and the console
 all call them.
 
@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 import pika
 
 import settings
-from actors import BrokerUnavailable
-from db import DeadLetter, DeliveryAttempt, database
+from actors import BrokerUnavailable, relay
+from actors.connection import connect
+from db import DeadLetter, DeliveryAttempt, Outbox, database
 from followers import NotFound
 
 #: pg_advisory_lock(LOCK_CLASS, hashtext(queue)); class 1 is the users' ordering lock.
@@ -57,7 +58,7 @@ class DeadLetterQueue:
     def __init__(self, queue_name=None):
         self.queue_name = queue_name or settings.QUEUE_NAME
         self.dead_name = f"{self.queue_name}.XQ"
-        self.connection = pika.BlockingConnection(pika.URLParameters(settings.RABBITMQ_URL))
+        self.connection = connect(settings.RABBITMQ_URL)  # whichever node of a cluster answers
         self.channel = self.connection.channel()
         self.channel.confirm_delivery()
 
@@ -114,36 +115,27 @@ class Letter:
         return f"{self.message_id}  attempts={attempts or '?'}  {what}\n    reason: {reason}"
 
     def replay(self):
+        """Send the message again, through the outbox: its outbox row, its
+        fresh attempts and the forgetting of why it died commit together,
+        and only then is it taken off the dead-letter queue. A crash after
+        the commit leaves it here too: replayed twice, which a unit of work
+        absorbs (it is applied once)."""
         if self.message is None:
             raise ValueError(f"{self.message_id} is not a Dramatiq message and cannot be replayed; purge it")
-        self.message.setdefault("options", {}).pop("retries", None)
-        self.message["options"].pop("traceback", None)
-        record = self.record()
-        with database.connection_context():
+        kwargs, args = self.message.get("kwargs"), self.message.get("args")
+        actor_name, message_id = self.message.get("actor_name"), self.message.get("message_id")
+        if args or not isinstance(kwargs, dict) or not isinstance(actor_name, str) or not isinstance(message_id, str):
+            raise ValueError(f"{self.message_id} does not name an actor and its keyword arguments, "
+                             "as every message of this service does; purge it")
+        with database.connection_context(), database.atomic():
             # Fresh attempts: the delivery limit counts from zero again.
-            DeliveryAttempt.delete().where(DeliveryAttempt.message_id == self.message_id).execute()
-        self.queue.channel.basic_publish(
-            exchange="",
-            routing_key=self._target_queue(),
-            body=json.dumps(self.message).encode(),
-            properties=pika.BasicProperties(delivery_mode=2),
-        )
+            DeliveryAttempt.delete().where(DeliveryAttempt.message_id == message_id).execute()
+            DeadLetter.delete().where(DeadLetter.message_id == message_id).execute()
+            # Back to the work queue, to run now (a retry that died waiting in
+            # the delay queue too: its backoff is over).
+            Outbox.add(self.queue.queue_name, actor_name, kwargs, message_id=message_id)
         self.queue.channel.basic_ack(self.tag)
-        if record is not None:
-            # Forget why it died, unless it died again meanwhile: a worker may
-            # take the replayed message, fail and record it before we get here.
-            with database.connection_context():
-                DeadLetter.delete().where(
-                    (DeadLetter.message_id == self.message_id) & (DeadLetter.updated_at == record.updated_at)
-                ).execute()
-
-    def _target_queue(self):
-        # Back where it came from (the work queue, or its delay queue for a
-        # retry that died waiting), never to a queue the message merely
-        # names: RabbitMQ drops a message published to no queue.
-        work = self.queue.queue_name
-        named = self.message.get("queue_name")
-        return named if named in (work, f"{work}.DQ") else work
+        relay.wake()
 
     def purge(self):
         self._forget()

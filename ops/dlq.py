@@ -48,7 +48,7 @@ def _act(args, verb):
         return 1
     action = {"replay": dead_letters.replay, "purge": dead_letters.purge}[verb]
     outcome = action(None if args.all else args.message_ids, queue_name=args.queue)
-    for message_id, why in outcome.failed:
+    for _message_id, why in outcome.failed:
         print(why, file=sys.stderr)
     missing = set(args.message_ids) - set(outcome.done) - {message_id for message_id, _ in outcome.failed}
     for message_id in sorted(missing) if not args.all else ():

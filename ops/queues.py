@@ -15,7 +15,7 @@ import urllib.request
 from urllib.parse import quote, unquote, urlsplit
 
 import settings
-from db import DeadLetter, database
+from db import DeadLetter, Outbox, database
 
 #: Seconds to wait for the management API: an overview must stay quick.
 MANAGEMENT_TIMEOUT_S = 2
@@ -82,14 +82,9 @@ def broker_figures(queue_name):
 
 def outbox_backlog():
     """Messages committed to the transactional outbox and not yet published,
-    and the age of the oldest; nothing pending while no ``outbox`` table
-    exists."""
+    and the age of the oldest (as /health shows them)."""
     with database.connection_context():
-        if database.execute_sql("SELECT to_regclass('outbox')").fetchone()[0] is None:
-            return {"pending": 0, "oldestAgeSeconds": None}
-        pending, oldest = database.execute_sql(
-            "SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float FROM outbox"
-        ).fetchone()
+        pending, oldest = Outbox.backlog()
     return {"pending": pending, "oldestAgeSeconds": oldest}
 
 

@@ -27,7 +27,7 @@ NO_AUTH = {"Authorization": ""}  # the stack sends the token unless told otherwi
 def stack():
     env = {"PASSWORD_HASH_COST": "1024", "FOLLOWERS_PER_MESSAGE": "5", "HEARTBEAT_INTERVAL_S": "1",
            "FAULT_RAISE_ON_LOGIN": "bad_#2", "MAX_RETRIES": "0"}
-    with Stack("ops_api", env=env, threads=2, api_token=TOKEN) as stack:
+    with Stack("ops_api", env=env, threads=2, api_token=TOKEN, workers_module="lab.workers") as stack:
         stack.reset()
         stack.start_api()
         yield stack
@@ -109,7 +109,7 @@ def test_the_workers_skip_a_cancelled_jobs_units_without_dead_lettering_them(sta
     job = stack.get(f"{JOBS}/{cancelled}").json()
     assert (job["status"], job["created"], job["messages"]["done"]) == ("cancelled", 0, 0)
     assert queue_depth(f"{stack.queue_name}.XQ") == 0 and stack.get(DEAD).json()["total"] == 0
-    assert f"job {cancelled} is cancelled: unit 3 skipped" in stack.workers.log_path.read_text()
+    assert f"job {cancelled} unit 3: the job is cancelled; nothing to do" in stack.workers.log_path.read_text()
 
 
 def dead_letter(stack, user_id):

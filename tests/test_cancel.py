@@ -2,10 +2,13 @@
 the followers that are (not) created, and what the workers do with the
 units of a cancelled job; and the page of jobs the console lists."""
 
+import threading
+
 import pytest
 
 import followers
-from db import Job, JobUnit, Subscription
+import jobs
+from db import Job, JobUnit, Outbox, Subscription, database
 
 
 @pytest.fixture
@@ -13,85 +16,116 @@ def author(db):
     return followers.create_user("author", "pw", 40)
 
 
-def _unit(job, chunk):
-    start, stop = job.chunk_bounds(chunk)
-    return dict(job_id=job.id, chunk=chunk, user_id=job.user_id, followers_login=job.followers_login,
-                start=start, count=stop - start, ordered=job.ordered)
+def sent():
+    """What a relay would publish now: the outbox rows, taken out."""
+    with database.atomic():
+        return [(actor, kwargs) for _, _, _, actor, kwargs, _ in Outbox.claim(10_000)]
 
 
 def test_a_cancelled_job_applies_no_unit_after_the_cancel(author):
-    job = followers.create_job(author.id, "fan", 10, chunk_size=4)
-    followers.apply_unit(**_unit(job, 0))
-    state = followers.cancel_job(job.id).to_dict()
+    job = jobs.create_job(author.id, "fan", 10, unit_size=4)
+    jobs.apply_unit(job.id, 0)
+    state = jobs.cancel_job(job.id).to_dict()
     # What was done before the cancel stays, and is told.
     assert (state["status"], state["created"], state["messages"]) == (
         "cancelled", 4, {"total": 3, "done": 1, "failed": 0})
-    for chunk in (1, 2, 1):  # later units, a redelivery among them
-        with pytest.raises(followers.JobCancelled, match=f"job {job.id} is cancelled"):
-            followers.apply_unit(**_unit(job, chunk))
+    for unit in (1, 2, 1):  # later units, a redelivery among them
+        assert jobs.apply_unit(job.id, unit).cancelled
     assert Subscription.select().where(Subscription.author == author).count() == 4
     assert JobUnit.select().where(JobUnit.job == job.id).count() == 1
     assert Job.get_by_id(job.id).to_dict()["status"] == "cancelled"
 
 
+def test_a_cancel_waits_for_a_unit_under_way_and_no_unit_applies_after_it(author):
+    """The unit's statement share-locks its job row: a cancel that comes
+    while it runs waits for its commit, and then counts it as done before."""
+    job = jobs.create_job(author.id, "fan", 4, unit_size=2)
+    jobs.job_password_hash(job.id)
+    database.execute_sql("BEGIN")  # this test's connection: a unit's transaction held open
+    JobUnit.apply(job.id, 0, queue="q", locked=False)
+    cancelled = []
+
+    def cancel():
+        with database.connection_context():
+            cancelled.append(jobs.cancel_job(job.id).to_dict())
+
+    thread = threading.Thread(target=cancel)
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive()  # waiting for the unit's commit
+    database.execute_sql("COMMIT")
+    thread.join(5)
+    assert cancelled[0]["status"] == "cancelled"
+    assert cancelled[0]["messages"]["done"] == 1  # the unit under way counted, as done before the cancel
+    assert jobs.apply_unit(job.id, 1).cancelled
+
+
 def test_a_replayed_dead_letter_of_a_cancelled_job_does_nothing(author):
-    job = followers.create_job(author.id, "fan", 4, chunk_size=2)
+    job = jobs.create_job(author.id, "fan", 4, unit_size=2)
     JobUnit.mark_failed(job.id, 1, "RuntimeError: boom")
-    followers.cancel_job(job.id)
-    with pytest.raises(followers.JobCancelled):
-        followers.apply_unit(**_unit(job, 1))
+    jobs.cancel_job(job.id)
+    assert jobs.apply_unit(job.id, 1).cancelled
     assert Subscription.select().count() == 0
-    assert JobUnit.get(job=job.id, chunk=1).status == "failed"
+    assert JobUnit.get(job=job.id, unit=1).status == "failed"
 
 
 def test_cancel_is_idempotent(author):
-    job = followers.create_job(author.id, "fan", 10, chunk_size=4)
-    first = followers.cancel_job(job.id)
-    again = followers.cancel_job(job.id)
+    job = jobs.create_job(author.id, "fan", 10, unit_size=4)
+    first = jobs.cancel_job(job.id)
+    again = jobs.cancel_job(job.id)
     assert first.to_dict()["status"] == again.to_dict()["status"] == "cancelled"
     assert again.updated_at == first.updated_at  # the second call changed nothing
 
 
 @pytest.mark.parametrize("finish", ["done", "failed unit", "failed to publish", "nothing to do"])
 def test_a_finished_job_cannot_be_cancelled(author, finish):
-    job = followers.create_job(author.id, "fan", 0 if finish == "nothing to do" else 4, chunk_size=2)
+    job = jobs.create_job(author.id, "fan", 0 if finish == "nothing to do" else 4, unit_size=2)
     if finish == "done":
-        followers.apply_unit(**_unit(job, 0))
-        followers.apply_unit(**_unit(job, 1))
+        jobs.apply_unit(job.id, 0)
+        jobs.apply_unit(job.id, 1)
     elif finish == "failed unit":
-        followers.apply_unit(**_unit(job, 0))
+        jobs.apply_unit(job.id, 0)
         JobUnit.mark_failed(job.id, 1, "boom")
     elif finish == "failed to publish":
         Job.update(status="failed").where(Job.id == job.id).execute()
     before = Job.get_by_id(job.id).to_dict()
-    with pytest.raises(followers.JobFinished, match=f"job {job.id} is {before['status']} already"):
-        followers.cancel_job(job.id)
+    with pytest.raises(jobs.JobFinished, match=f"job {job.id} is {before['status']} already"):
+        jobs.cancel_job(job.id)
     assert Job.get_by_id(job.id).to_dict() == before
 
 
 def test_a_job_with_a_dead_lettered_unit_but_units_left_can_be_cancelled(author):
-    job = followers.create_job(author.id, "fan", 6, chunk_size=2)
+    job = jobs.create_job(author.id, "fan", 6, unit_size=2)
     JobUnit.mark_failed(job.id, 0, "boom")
-    assert followers.cancel_job(job.id).to_dict()["status"] == "cancelled"
+    assert jobs.cancel_job(job.id).to_dict()["status"] == "cancelled"
 
 
 def test_cancelling_an_unknown_job_is_not_found(db):
     with pytest.raises(followers.NotFound, match="job 4242 does not exist"):
-        followers.cancel_job(4242)
+        jobs.cancel_job(4242)
 
 
 def test_a_cancelled_ordered_job_hands_its_turn_to_the_users_next_one(author):
-    first = followers.create_job(author.id, "fan", 4, chunk_size=2, ordered=True)
-    second = followers.create_job(author.id, "more", 2, chunk_size=2, ordered=True)
-    assert not second.starts_now
-    followers.apply_unit(**_unit(first, 0))
-    followers.cancel_job(first.id)
+    first = jobs.create_job(author.id, "fan", 4, unit_size=2, ordered=True)
+    second = jobs.create_job(author.id, "more", 2, unit_size=2, ordered=True)
+    assert sent() == [("add_followers", {"job_id": first.id, "unit": 0})]  # the second waits
+    jobs.apply_unit(first.id, 0)
+    sent()
+    jobs.cancel_job(first.id)
     # Unit 1 of the first job arrives: skipped, and the second job starts instead.
-    with pytest.raises(followers.JobCancelled) as cancelled:
-        followers.apply_unit(**_unit(first, 1))
-    following, chunk = cancelled.value.next_unit
-    assert (following.id, chunk) == (second.id, 0)
-    assert followers.apply_unit(**_unit(second, 0))[0] == 2
+    assert jobs.apply_unit(first.id, 1) == (None, None, 1, True)
+    assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})]
+    assert jobs.apply_unit(second.id, 0).created == 2
+
+
+def test_a_split_job_of_a_cancelled_job_writes_no_unit(author, monkeypatch):
+    import settings
+
+    monkeypatch.setattr(settings, "MAX_MESSAGES_PUBLISHED_INLINE", 1)
+    job = jobs.create_job(author.id, "fan", 4, unit_size=1)
+    sent()
+    jobs.cancel_job(job.id)
+    assert jobs.enqueue_units(job.id) == 0 and sent() == []
 
 
 # --- The page of jobs ----------------------------------------------------------
@@ -99,29 +133,28 @@ def test_a_cancelled_ordered_job_hands_its_turn_to_the_users_next_one(author):
 
 def test_the_page_of_jobs_derives_status_and_progress_as_the_job_does(author):
     other = followers.create_user("other", "pw", 1)
-    jobs = [followers.create_job(author.id, f"p{i}", 4, chunk_size=2) for i in range(4)]
-    later = followers.create_job(other.id, "o", 2, chunk_size=2)
-    followers.apply_unit(**_unit(jobs[1], 0))  # running
-    followers.apply_unit(**_unit(jobs[2], 0))
-    followers.apply_unit(**_unit(jobs[2], 1))  # done
-    JobUnit.mark_failed(jobs[3].id, 0, "boom")
-    JobUnit.mark_failed(jobs[3].id, 1, "bang")  # failed
-    followers.cancel_job(later.id)
+    made = [jobs.create_job(author.id, f"p{i}", 4, unit_size=2) for i in range(4)]
+    later = jobs.create_job(other.id, "o", 2, unit_size=2)
+    jobs.apply_unit(made[1].id, 0)  # running
+    jobs.apply_unit(made[2].id, 0)
+    jobs.apply_unit(made[2].id, 1)  # done
+    JobUnit.mark_failed(made[3].id, 0, "boom")
+    JobUnit.mark_failed(made[3].id, 1, "bang")  # failed
+    jobs.cancel_job(later.id)
     page = Job.page(limit=10)
-    assert [job.id for job, _, _ in page] == [later.id] + [job.id for job in reversed(jobs)]
+    assert [job.id for job, _, _ in page] == [later.id] + [job.id for job in reversed(made)]
     for job, progress, errors in page:
         assert job.to_dict(progress=progress, unit_errors=errors) == Job.get_by_id(job.id).to_dict()
     statuses = {status: [job.id for job, _, _ in Job.page(status=status)]
                 for status in ("queued", "running", "done", "failed", "cancelled")}
-    assert statuses == {"queued": [jobs[0].id], "running": [jobs[1].id], "done": [jobs[2].id],
-                        "failed": [jobs[3].id], "cancelled": [later.id]}
+    assert statuses == {"queued": [made[0].id], "running": [made[1].id], "done": [made[2].id],
+                        "failed": [made[3].id], "cancelled": [later.id]}
     assert [job.id for job, _, _ in Job.page(user_id=other.id)] == [later.id]
-    assert Job.page(status="failed")[0][2] == [
-        "unit 0: boom", "unit 1: bang"]
+    assert Job.page(status="failed")[0][2] == ["unit 0: boom", "unit 1: bang"]
 
 
 def test_pages_follow_each_other_without_gaps_or_repeats(author):
-    ids = [followers.create_job(author.id, f"k{i}", 1).id for i in range(7)]
+    ids = [jobs.create_job(author.id, f"k{i}", 1).id for i in range(7)]
     seen, before = [], None
     while True:
         page = Job.page(before=before, limit=3)
@@ -130,3 +163,4 @@ def test_pages_follow_each_other_without_gaps_or_repeats(author):
         seen += [job.id for job, _, _ in page]
         before = page[-1][0].id
     assert seen == sorted(ids, reverse=True)
+

@@ -11,6 +11,7 @@ import requests
 
 import api
 import followers
+import jobs
 from db import Job
 from harness import Stack
 from tests.api_helpers import TOKEN
@@ -185,4 +186,4 @@ def test_without_a_token_the_console_is_open_and_its_forms_still_need_their_csrf
 
 def create_job_in_process():
     user = followers.create_user(unique("open"), "pw", 1)
-    return followers.create_job(user.id, "fan", 5).id
+    return jobs.create_job(user.id, "fan", 5).id

@@ -19,7 +19,6 @@ ENV = {
     "PASSWORD_HASH_COST": "1024",
     "FOLLOWERS_PER_MESSAGE": "10",
     "HEARTBEAT_INTERVAL_S": "1",
-    "RECORD_EVENTS": "1",  # the job page's timeline of deliveries
     "FAULT_UNIT_DELAY_MS": "100",  # slow enough to watch a bar move and to cancel a job while it runs
     "FAULT_RAISE_ON_LOGIN": "bad_#4",  # one unit dead-lettered...
     "MAX_RETRIES": "0",  # ...at once
@@ -28,7 +27,8 @@ ENV = {
 
 @pytest.fixture(scope="module")
 def stack():
-    with Stack("console_browser", env=ENV, processes=1, threads=4, api_token=TOKEN) as stack:
+    with Stack("console_browser", env=ENV, processes=1, threads=4, api_token=TOKEN,
+               workers_module="lab.workers") as stack:
         stack.reset()
         stack.start()
         yield stack

@@ -7,7 +7,7 @@ import psycopg2
 import pytest
 
 import settings
-from db import DeadLetter, database
+from db import DeadLetter, Outbox, database
 from db.database import connect_params
 from harness import free_port
 from ops import dead_letters, queues
@@ -21,7 +21,7 @@ def assert_is_a_queues_answer(answer):
 
 
 def test_without_the_management_api_the_overview_says_so_and_keeps_postgresqls_figures(db, monkeypatch):
-    DeadLetter.record("m-1", settings.QUEUE_NAME, "add_followers", "boom", 1, job_id=None, chunk=None)
+    DeadLetter.record("m-1", settings.QUEUE_NAME, "add_followers", "boom", 1, job_id=None, unit=None)
     monkeypatch.setattr(settings, "RABBITMQ_MANAGEMENT_URL", f"http://127.0.0.1:{free_port()}")
     answer = queues.overview()
     assert_is_a_queues_answer(answer)
@@ -44,17 +44,13 @@ def test_the_management_api_is_read_with_the_rabbitmq_urls_credentials(db):
     assert answer["broker"] == {"available": True}
 
 
-def test_the_outbox_backlog_is_empty_without_an_outbox_table_and_counted_with_one(db):
+def test_the_outbox_backlog_counts_the_unsent_messages_and_the_age_of_the_oldest(db):
     assert queues.outbox_backlog() == {"pending": 0, "oldestAgeSeconds": None}
-    database.execute_sql("CREATE TABLE outbox (id serial PRIMARY KEY, created_at timestamptz NOT NULL)")
-    try:
-        database.execute_sql("INSERT INTO outbox (created_at) VALUES (now() - interval '90 seconds'), (now())")
-        backlog = queues.outbox_backlog()
-        assert backlog["pending"] == 2 and 90 <= backlog["oldestAgeSeconds"] < 120
-        database.execute_sql("DELETE FROM outbox")
-        assert queues.outbox_backlog() == {"pending": 0, "oldestAgeSeconds": None}
-    finally:
-        database.execute_sql("DROP TABLE outbox")
+    Outbox.add("q", "add_followers", {"job_id": 1, "unit": 0})
+    database.execute_sql("UPDATE outbox SET created_at = now() - interval '90 seconds'")
+    Outbox.add("q", "add_followers", {"job_id": 1, "unit": 1})
+    backlog = queues.outbox_backlog()
+    assert backlog["pending"] == 2 and 89 < backlog["oldestAgeSeconds"] < 120
 
 
 def test_a_walk_of_the_dead_letter_queue_waits_for_another_then_gives_up(db, monkeypatch):

@@ -123,7 +123,7 @@ class DeadLetterAction:
 def timeline(events, width=1000):
     """The deliveries of a job drawn as bars on lanes (one per worker process
     and thread), in SVG user units across ``width``; None without events
-    (they are recorded only with RECORD_EVENTS)."""
+    (recorded only by the lab's workers, lab.workers)."""
     if not events:
         return None
     start = min(event.started for event in events)
