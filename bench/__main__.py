@@ -14,7 +14,7 @@ import requests
 import settings
 
 from .progress import say
-from .report import Results, verdicts
+from .report import Results, costs, verdicts
 from .workloads import ORDER, WORKLOADS, Bench, rows
 
 
@@ -87,6 +87,9 @@ def main(argv=None):
     print(results.table())
     print()
     print(verdicts(results))
+    if costs(results):
+        print()
+        print(costs(results))
     return 0
 
 

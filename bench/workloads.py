@@ -14,11 +14,15 @@ from db import schema
 from harness import ROOT, Stack, database_url, delete_queues
 
 from . import baseline_db, confirmed_publish, copy_then_select, insert_many, original_loop, pika_pipeline, service
+from .pg_cpu import cores_used
 from .memory import PeakRss
 from .progress import say
 
 #: Every workload of a round, baselines alternating with the service.
-ORDER = ["loop", "sync", "copy", "insert_many", "pika", "async_one", "async_chunked", "publish", "api"]
+ORDER = [
+    "loop", "sync", "copy", "insert_many", "pika", "async_one", "async_one_classic", "async_chunked",
+    "async_chunked_classic", "publish", "api",
+]
 WORKLOADS = ORDER + ["memory"]
 RATE = "followers/s"
 
@@ -39,7 +43,11 @@ def rows(args):
         "sync": ("(1) service: sync add-followers over HTTP", sync, RATE),
         "pika": ("(d) pika + psycopg2, 2 consumers, 1 follower/message", one, RATE),
         "async_one": ("(2) service: async, 1 follower/message, POST → done", one, RATE),
+        "async_one_classic": ("(2c) the same on classic queues (2 is on quorum queues)", one, RATE),
+        "pg_one": ("(2) PostgreSQL's CPU while (2) runs", one, "cores"),
         "async_chunked": ("(3) service: async, default chunking, POST → done", chunked, RATE),
+        "async_chunked_classic": ("(3c) the same on classic queues (3 is on quorum queues)", chunked, RATE),
+        "pg_chunked": ("(3) PostgreSQL's CPU while (3) runs", chunked, "cores"),
         "publish": ("(e) pika publish, a confirm per message", f"{args.publish_count:,} messages", "messages/s"),
         "api_rps": ("(4) service: async requests, count=10", load, "requests/s"),
         "api_p50": ("(4) service: median latency, async count=100,000", latency, "ms"),
@@ -73,12 +81,19 @@ class Bench:
 
     def set_up(self):
         biggest = max(self.args.chunked_count, self.args.memory_count, 100_000)
-        common = {"MAX_FOLLOWERS_PER_REQUEST": str(biggest)}
+        common = {"MAX_FOLLOWERS_PER_REQUEST": str(biggest), "QUEUE_TYPE": "quorum"}
         wanted = {}
         if self.needs("sync", "async_chunked", "memory"):
             wanted["main"] = Stack(self.prefix, env=common)
         if self.needs("async_one"):
             wanted["one"] = Stack(f"{self.prefix}_one", env={**common, "FOLLOWERS_PER_MESSAGE": "1"})
+        # The same stacks on classic queues, measured alternately with them.
+        if self.needs("async_one_classic"):
+            wanted["one_classic"] = Stack(
+                f"{self.prefix}_one_classic", env={**common, "FOLLOWERS_PER_MESSAGE": "1", "QUEUE_TYPE": "classic"}
+            )
+        if self.needs("async_chunked_classic"):
+            wanted["main_classic"] = Stack(f"{self.prefix}_classic", env={**common, "QUEUE_TYPE": "classic"})
         if self.needs("api"):
             # The API alone: its figures are what the API does, with no
             # worker competing for the 2 cores (as with the publish baseline).
@@ -169,15 +184,31 @@ class Bench:
             self.consumers = []
         return {"pika": count / seconds}
 
+    def _async(self, name, login, count):
+        """(seconds, PostgreSQL's cores) of one async job on stack ``name``."""
+        stack = self.stacks[name]
+        database = stack.database_url.rsplit("/", 1)[1]
+        return cores_used(database, lambda: service.add_followers_async(stack, self.authors[name], login, count))
+
     def run_async_one(self):
         count = self.args.one_count
-        seconds = service.add_followers_async(self.stacks["one"], self.authors["one"], self.login("one"), count)
-        return {"async_one": count / seconds}
+        seconds, cores = self._async("one", self.login("one"), count)
+        return {"async_one": count / seconds, **({"pg_one": cores} if cores is not None else {})}
+
+    def run_async_one_classic(self):
+        count = self.args.one_count
+        seconds, _ = self._async("one_classic", self.login("one_classic"), count)
+        return {"async_one_classic": count / seconds}
 
     def run_async_chunked(self):
         count = self.args.chunked_count
-        seconds = service.add_followers_async(self.stacks["main"], self.authors["main"], self.login("chunked"), count)
-        return {"async_chunked": count / seconds}
+        seconds, cores = self._async("main", self.login("chunked"), count)
+        return {"async_chunked": count / seconds, **({"pg_chunked": cores} if cores is not None else {})}
+
+    def run_async_chunked_classic(self):
+        count = self.args.chunked_count
+        seconds, _ = self._async("main_classic", self.login("chunked_classic"), count)
+        return {"async_chunked_classic": count / seconds}
 
     def run_publish(self):
         count = self.args.publish_count
