@@ -13,6 +13,7 @@ import sys
 import pika
 
 import settings
+from actors.connection import connect
 from db import DeadLetter, DeliveryAttempt, database
 
 
@@ -37,7 +38,7 @@ class DeadLetterQueue:
     def __init__(self, queue_name=None):
         self.queue_name = queue_name or settings.QUEUE_NAME
         self.dead_name = f"{self.queue_name}.XQ"
-        self.connection = pika.BlockingConnection(pika.URLParameters(settings.RABBITMQ_URL))
+        self.connection = connect(settings.RABBITMQ_URL)  # any node of a cluster
         self.channel = self.connection.channel()
         self.channel.confirm_delivery()
 
