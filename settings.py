@@ -107,7 +107,8 @@ TIME_LIMIT_MS = _int("TIME_LIMIT_MS", 60_000)
 #: process killed, which frees the slot; 0 turns it off.
 HARD_TIME_LIMIT_MS = _int("HARD_TIME_LIMIT_MS", 120_000)
 #: Deliveries of one message that may start before it is dead-lettered; they
-#: are counted in PostgreSQL, so a worker crash cannot reset them. 0 = off.
+#: are counted in PostgreSQL, so a worker crash cannot reset them (quorum
+#: queues also get a broker-side limit one delivery above). 0 = off.
 MAX_DELIVERIES = _int("MAX_DELIVERIES", 3)
 #: Apply the units of each user in publish order (users still run in
 #: parallel); takes effect for jobs created while it is set.

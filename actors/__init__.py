@@ -32,7 +32,7 @@ def _middleware():
         *([Prometheus()] if settings.WORKER_METRICS else []),
         QueueCheck(),
         DeadLetters(),
-        DeliveryLimit(max_deliveries=settings.MAX_DELIVERIES, broker_counts=settings.QUEUE_TYPE == "quorum"),
+        DeliveryLimit(max_deliveries=settings.MAX_DELIVERIES),
         UnitLog(json_lines=settings.LOG_FORMAT == "json"),
         HardTimeLimit(time_limit=settings.HARD_TIME_LIMIT_MS),
         TimeLimit(time_limit=settings.TIME_LIMIT_MS),

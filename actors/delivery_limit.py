@@ -103,24 +103,21 @@ class DeliveryLimit(Middleware):
     and an innocent neighbour, run alone, simply finishes. (A message merely
     prefetched by a dying worker counts one start too many at most.)
 
-    On a quorum queue the broker counts deliveries itself
-    (``x-delivery-count``, replicated, surviving any crash), so a suspect
-    costs no write there: its count is the broker's. That count includes
-    deliveries that never started (messages prefetched by a process that
-    died, or held by a consumer whose node went down), one more each time;
-    the broker's own ``x-delivery-limit`` (one above, see actors/topology)
-    counts the same way. Classic queues count nothing: there the starts are
-    counted in PostgreSQL, as above.
+    Quorum queues count deliveries themselves (``x-delivery-count``), but a
+    delivery is not a start: a message prefetched by a process that died,
+    or held by a consumer whose node went down, comes back counted without
+    having run. Taken as the count, it dead-lettered innocent neighbours of
+    a poison message in the lab (each returned with the culprit three times,
+    "delivered 3 times without finishing"). So the starts are counted here
+    on either queue type; the broker's own ``x-delivery-limit``, one above
+    (actors/topology), is a backstop for a delivery this never saw.
 
     Parameters:
       max_deliveries(int): Starts allowed; 0 turns counting off.
-      broker_counts(bool): Take the count from ``x-delivery-count``
-        (quorum queues) instead of PostgreSQL.
     """
 
-    def __init__(self, *, max_deliveries, broker_counts=False):
+    def __init__(self, *, max_deliveries):
         self.max_deliveries = max_deliveries
-        self.broker_counts = broker_counts
         self.gate = _Gate()
         self.local = threading.local()
         self.worker = None
@@ -143,34 +140,19 @@ class DeliveryLimit(Middleware):
                 # Loud, but the suspect is still counted below, so a killer is
                 # still contained: only a cleaner count for its neighbours is lost.
                 logger.critical("could not flush acks before suspect %s", message.message_id, exc_info=True)
-            starts, last_error = self._count(message)
-            verb = "delivered" if self._broker_counted(message) else "started"
+            # Counted once it runs: a suspect that died waiting here did not start.
+            with database.connection_context():
+                starts, last_error = DeliveryAttempt.count_redelivery(message.message_id)
             message.deliveries = starts
             if starts > self.max_deliveries:
                 cause = last_error or "its worker died while running it"
                 dead_letter_now(
                     message,
-                    DeliveryLimitExceeded(f"{verb} {starts - 1} times without finishing; last: {cause}"),
+                    DeliveryLimitExceeded(f"started {starts - 1} times without finishing; last: {cause}"),
                 )
         else:
             self.gate.acquire_shared()
             self.local.held = "shared"
-
-    def _broker_counted(self, message):
-        return self.broker_counts and getattr(message, "delivery_count", None) is not None
-
-    def _count(self, message):
-        """(starts so far, this one included; why a worker was last killed)."""
-        if self._broker_counted(message):
-            starts = message.delivery_count + 1
-            if starts <= self.max_deliveries:
-                return starts, None
-            with database.connection_context():  # read only: the reason, if the watchdog left one
-                attempt = DeliveryAttempt.get_or_none(DeliveryAttempt.message_id == message.message_id)
-            return starts, attempt and attempt.last_error
-        # Counted once it runs: a suspect that died waiting here did not start.
-        with database.connection_context():
-            return DeliveryAttempt.count_redelivery(message.message_id)
 
     # Held until the message's ack (or nack) is handed to the connection, so
     # that _flush_acks, queued after it, waits for it.

@@ -14,7 +14,7 @@ import requests
 import settings
 
 from .progress import say
-from .report import Results, verdicts
+from .report import Results, costs, verdicts
 from .workloads import ORDER, WORKLOADS, Bench, rows
 
 #: What a run can fail with that says what to fix: a process that did not
@@ -93,6 +93,9 @@ def main(argv=None):
     print(results.table())
     print()
     print(verdicts(results))
+    if costs(results):
+        print()
+        print(costs(results))
     return 0
 
 

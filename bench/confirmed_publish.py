@@ -9,12 +9,13 @@ import time
 import pika
 
 import settings
+from actors.connection import node_urls
 from harness import delete_queues
 
 
 def run(queue_name, count):
     """Publish ``count`` small messages; returns the seconds it took."""
-    connection = pika.BlockingConnection(pika.URLParameters(settings.RABBITMQ_URL))
+    connection = pika.BlockingConnection(pika.URLParameters(node_urls(settings.RABBITMQ_URL)[0]))
     try:
         channel = connection.channel()
         channel.queue_declare(queue=queue_name, durable=True)

@@ -17,6 +17,7 @@ import pika
 import psycopg2
 
 import settings
+from actors.connection import node_urls
 from db.database import connect_params
 from harness import ROOT, consumer_count, delete_queues, wait_for
 
@@ -28,7 +29,7 @@ PROCESSES = 2
 
 def consume(queue_name, database_url):
     conn = psycopg2.connect(**connect_params(database_url))
-    connection = pika.BlockingConnection(pika.URLParameters(settings.RABBITMQ_URL))
+    connection = pika.BlockingConnection(pika.URLParameters(node_urls(settings.RABBITMQ_URL)[0]))
     channel = connection.channel()
     channel.queue_declare(queue=queue_name, durable=True)
     channel.basic_qos(prefetch_count=PREFETCH)
@@ -89,7 +90,7 @@ def run(conn, queue_name, author_id, followers_login, count, password_hash):
             return cursor.fetchone()[0]
 
         expected = subscriptions() + count
-        connection = pika.BlockingConnection(pika.URLParameters(settings.RABBITMQ_URL))
+        connection = pika.BlockingConnection(pika.URLParameters(node_urls(settings.RABBITMQ_URL)[0]))
         try:
             channel = connection.channel()
             started = time.perf_counter()

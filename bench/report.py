@@ -9,6 +9,8 @@ def fmt(value, unit):
         return "n/a"
     if unit in ("ms", "MB"):
         return f"{value:,.1f}"
+    if unit == "cores":
+        return f"{value:,.2f}"
     if value < 100:
         return f"{value:,.1f}"
     return f"{value:,.0f}"
@@ -91,3 +93,19 @@ def verdicts(results):
             shown, verdict = f"{fmt(value, unit)} {unit}", ("PASS" if value < threshold else "MISS")
         lines.append(f"| {name} | {shown} | {verdict} |")
     return "\n".join(lines)
+
+
+#: (what, row, baseline row): ratios of medians shown as costs, not targets.
+COSTS = [
+    ("quorum / classic queues: async, 1 follower/message", "async_one", "async_one_classic"),
+    ("quorum / classic queues: async, default chunking", "async_chunked", "async_chunked_classic"),
+]
+
+
+def costs(results):
+    lines = ["| comparison | ratio |", "|---|---:|"]
+    for name, measured, baseline in COSTS:
+        value, base = results.median(measured), results.median(baseline)
+        if value is not None and base:
+            lines.append(f"| {name} | {value / base:,.3g}× |")
+    return "\n".join(lines) if len(lines) > 2 else ""

@@ -29,11 +29,14 @@ from . import (
     service,
 )
 from .memory import PeakRss, cpu_seconds
+from .pg_cpu import cores_used
 from .progress import say
 
 #: Every workload of a round, baselines alternating with the service.
-ORDER = ["loop", "sync", "copy", "insert_many", "pika", "async_one", "dramatiq", "async_chunked", "publish", "api",
-         "small_jobs", "depth"]  # fmt: skip
+ORDER = [
+    "loop", "sync", "copy", "insert_many", "pika", "async_one", "async_one_classic", "dramatiq", "async_chunked",
+    "async_chunked_classic", "publish", "api", "small_jobs", "depth",
+]
 WORKLOADS = ORDER + ["memory"]
 RATE = "followers/s"
 
@@ -62,7 +65,11 @@ def rows(args):
         "pika": ("(d) pika + psycopg2, 2 consumers, 1 follower/message", one, RATE),
         "async_one": ("(2) service: async, 1 follower/message, POST → done", one, RATE),
         "dramatiq": ("(f) bare Dramatiq, 2 × 8 threads, 1 follower/message", one, RATE),
+        "async_one_classic": ("(2c) the same on classic queues (2 is on quorum queues)", one, RATE),
+        "pg_one": ("(2) PostgreSQL's CPU while (2) runs", one, "cores"),
         "async_chunked": ("(3) service: async, default chunking, POST → done", chunked, RATE),
+        "async_chunked_classic": ("(3c) the same on classic queues (3 is on quorum queues)", chunked, RATE),
+        "pg_chunked": ("(3) PostgreSQL's CPU while (3) runs", chunked, "cores"),
         "publish": ("(e) pika publish, a confirm per message", f"{args.publish_count:,} messages", "messages/s"),
         "api_rps": ("(4) service: async requests, count=10", load, "requests/s"),
         "api_p50": ("(4) service: median latency, async count=100,000", latency, "ms"),
@@ -107,12 +114,19 @@ class Bench:
 
     def set_up(self):
         biggest = max(self.args.chunked_count, self.args.memory_count, 100_000)
-        common = {"MAX_FOLLOWERS_PER_REQUEST": str(biggest)}
+        common = {"MAX_FOLLOWERS_PER_REQUEST": str(biggest), "QUEUE_TYPE": "quorum"}
         wanted = {}
         if self.needs("sync", "async_chunked", "memory", "small_jobs", "depth"):
             wanted["main"] = Stack(self.prefix, env=common)
         if self.needs("async_one"):
             wanted["one"] = Stack(f"{self.prefix}_one", env={**common, "FOLLOWERS_PER_MESSAGE": "1"})
+        # The same stacks on classic queues, measured alternately with them.
+        if self.needs("async_one_classic"):
+            wanted["one_classic"] = Stack(
+                f"{self.prefix}_one_classic", env={**common, "FOLLOWERS_PER_MESSAGE": "1", "QUEUE_TYPE": "classic"}
+            )
+        if self.needs("async_chunked_classic"):
+            wanted["main_classic"] = Stack(f"{self.prefix}_classic", env={**common, "QUEUE_TYPE": "classic"})
         if self.needs("api", "small_jobs"):
             # The API alone: its figures are what the API does, with no
             # worker competing for the 2 cores (as with the publish baseline).
@@ -207,10 +221,21 @@ class Bench:
         self.bare_workers = None
         return {"pika": count / seconds}
 
+    def _async(self, name, login, count):
+        """(seconds, PostgreSQL's cores) of one async job on stack ``name``."""
+        stack = self.stacks[name]
+        database = stack.database_url.rsplit("/", 1)[1]
+        return cores_used(database, lambda: service.add_followers_async(stack, self.authors[name], login, count))
+
     def run_async_one(self):
         count = self.args.one_count
-        seconds = service.add_followers_async(self.stacks["one"], self.authors["one"], self.login("one"), count)
-        return {"async_one": count / seconds}
+        seconds, cores = self._async("one", self.login("one"), count)
+        return {"async_one": count / seconds, **({"pg_one": cores} if cores is not None else {})}
+
+    def run_async_one_classic(self):
+        count = self.args.one_count
+        seconds, _ = self._async("one_classic", self.login("one_classic"), count)
+        return {"async_one_classic": count / seconds}
 
     def run_dramatiq(self):
         count = self.args.one_count
@@ -228,8 +253,13 @@ class Bench:
 
     def run_async_chunked(self):
         count = self.args.chunked_count
-        seconds = service.add_followers_async(self.stacks["main"], self.authors["main"], self.login("chunked"), count)
-        return {"async_chunked": count / seconds}
+        seconds, cores = self._async("main", self.login("chunked"), count)
+        return {"async_chunked": count / seconds, **({"pg_chunked": cores} if cores is not None else {})}
+
+    def run_async_chunked_classic(self):
+        count = self.args.chunked_count
+        seconds, _ = self._async("main_classic", self.login("chunked_classic"), count)
+        return {"async_chunked_classic": count / seconds}
 
     def run_publish(self):
         count = self.args.publish_count

@@ -125,10 +125,14 @@ class LabNode:
         wait_for(booted, timeout=timeout, what=f"{self.name} to boot (logs: {self.dir / 'log'})", interval=0.3)
 
     def beam_pid(self):
+        """The PID of this node's Erlang VM while it runs, else None (a PID
+        file outlives a SIGKILL, and its number may be another process's by now)."""
         try:
-            return int(self.pid_file.read_text().strip())
+            pid = int(self.pid_file.read_text().strip())
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except (OSError, ValueError):
             return None
+        return pid if f"RABBITMQ_PID_FILE={self.pid_file}".encode() in environ else None
 
     def stop(self):
         """Stop the node gracefully (as an operator would); wait for its VM to exit."""
@@ -139,7 +143,7 @@ class LabNode:
         """SIGKILL the node's Erlang VM, as the OOM killer or a power cut would."""
         pid = self.beam_pid()
         if pid is None:
-            raise RuntimeError(f"no PID file for {self.name}")
+            raise RuntimeError(f"{self.name} is not running")
         os.kill(pid, signal.SIGKILL)
         self._reap()
 
@@ -154,7 +158,8 @@ class LabNode:
         """Whatever state it is in: nothing of this node left running. Only
         its own processes, by PID: never a process group (Erlang's epmd,
         shared with the machine's node, may have been started under it)."""
-        for pid in (self.beam_pid(), self.popen and self.popen.pid):
+        script = self.popen.pid if self.popen is not None and self.popen.poll() is None else None
+        for pid in (self.beam_pid(), script):
             if pid:
                 try:
                     os.kill(pid, signal.SIGKILL)

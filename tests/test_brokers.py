@@ -1,6 +1,6 @@
 """Several RabbitMQ nodes in RABBITMQ_URL: our own connections go to a node
-that answers, another one first after a failure; and DeliveryLimit takes a
-quorum queue's count from the broker, with no write."""
+that answers, another one first after a failure; and DeliveryLimit counts
+starts, not deliveries, whatever the queue type."""
 
 import pika
 import pytest
@@ -84,33 +84,18 @@ def test_the_publisher_and_the_harness_reach_the_node_that_answers(monkeypatch):
         delete_queues(queue, url=setting)
 
 
-# --- DeliveryLimit: the broker's count on quorum queues -----------------------------
+# --- DeliveryLimit counts starts, on either queue type ----------------------------
 
 
-def suspect(delivery_count):
+def suspect():
     message = MessageProxy(Message(queue_name="q", actor_name="a", args=(), kwargs={}, options={}))
     message.redelivered = True
-    message.delivery_count = delivery_count
     return message
 
 
-def test_on_quorum_queues_the_brokers_count_decides_and_nothing_is_written(db):
-    limit = DeliveryLimit(max_deliveries=3, broker_counts=True)
-    message = suspect(2)  # delivered twice before: the third start is allowed
-    limit.before_process_message(None, message)
-    limit.after_ack(None, message)
-    assert not message.failed and message.deliveries == 3
-    message = suspect(3)
-    with pytest.raises(SkipMessage, match="delivered 3 times without finishing"):
-        limit.before_process_message(None, message)
-    limit.after_nack(None, message)
-    assert message.failed
-    assert DeliveryAttempt.select().count() == 0
-
-
-def test_on_classic_queues_the_starts_are_counted_in_postgresql(db):
-    limit = DeliveryLimit(max_deliveries=3, broker_counts=False)
-    message = suspect(None)
+def test_the_starts_of_a_redelivered_message_are_counted_in_postgresql(db):
+    limit = DeliveryLimit(max_deliveries=3)
+    message = suspect()
     for _ in range(2):
         limit.before_process_message(None, message)
         limit.after_ack(None, message)
@@ -118,3 +103,4 @@ def test_on_classic_queues_the_starts_are_counted_in_postgresql(db):
     with pytest.raises(SkipMessage, match="started 3 times without finishing"):
         limit.before_process_message(None, message)
     limit.after_nack(None, message)
+    assert message.failed

@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+from harness import ROOT
 from lab.cluster import Timing, run_cluster
 from lab.rabbit_nodes import SCRIPTS
 
@@ -22,13 +23,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 
 
 def lab_nodes_running():
+    """Erlang VMs whose home is the lab cluster's folder (its cookie's)."""
+    home = f"-home {ROOT / 'artifacts' / 'cluster'} ".encode()
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ")
         except OSError:
             continue
-        if "beam" in cmdline and "lab" in cmdline and "artifacts/cluster" in cmdline:
+        if b"beam" in cmdline and home in cmdline:
             found.append(pid)
     return found
 

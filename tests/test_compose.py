@@ -13,7 +13,7 @@ APP_SERVICES = {"schema", "api", "worker"}
 
 
 def settings_names():
-    return set(re.findall(r'_(?:int|str|bool)\(\s*"([A-Z0-9_]+)"', (ROOT / "settings.py").read_text()))
+    return set(re.findall(r'_(?:int|str|bool|choice)\(\s*"([A-Z0-9_]+)"', (ROOT / "settings.py").read_text()))
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def compose():
 
 def test_the_services_and_their_commands(compose):
     services = compose["services"]
-    assert set(services) == {"rabbitmq", "postgres", "schema", "api", "worker", "nginx"}
+    assert set(services) == {"rabbitmq", "rabbitmq-2", "rabbitmq-3", "postgres", "schema", "api", "worker", "nginx"}
     assert services["schema"]["command"] == ["python", "-m", "db"]
     assert services["api"]["command"] == ["gunicorn", "api:app"]
     assert services["worker"]["command"] == ["dramatiq", "actors", "--processes", "2"]
@@ -67,7 +67,7 @@ def test_rabbitmq_is_current_with_its_ui_and_no_guest(compose):
 
 def test_health_checks_restarts_and_start_order(compose):
     services = compose["services"]
-    for name in ("rabbitmq", "postgres", "api", "worker", "nginx"):
+    for name in ("rabbitmq", "rabbitmq-2", "rabbitmq-3", "postgres", "api", "worker", "nginx"):
         assert services[name]["healthcheck"]["test"], name
     for name in ("api", "worker"):
         assert services[name]["restart"] == "unless-stopped"
@@ -105,3 +105,31 @@ def test_the_dockerfile_builds_the_project_on_python_311():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.M)
     assert "pip install -r requirements.txt" in dockerfile and "COPY . ." in dockerfile
+
+
+def test_the_cluster_profile_adds_two_nodes_that_join_the_first_and_the_services_list_all_three(compose):
+    services = compose["services"]
+    nodes = ["rabbitmq", "rabbitmq-2", "rabbitmq-3"]
+    assert "profiles" not in services["rabbitmq"]  # a single node without the profile, as before
+    for name in nodes[1:]:
+        node = services[name]
+        assert node["profiles"] == ["cluster"] and node["image"] == services["rabbitmq"]["image"]
+        assert node["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}
+        assert node["restart"] == "unless-stopped"
+        assert [config["target"] for config in node["configs"]] == ["/etc/rabbitmq/conf.d/20-cluster.conf"]
+    # Each node its own name (RabbitMQ's node name is rabbit@<hostname>), data and host port.
+    assert [services[name]["hostname"] for name in nodes] == nodes
+    assert len({services[name]["volumes"][0] for name in nodes}) == 3
+    assert len({services[name]["ports"][0].split(":")[0] for name in nodes}) == 3
+    # One cookie for the three, from .env.
+    cookies = {services[name]["environment"]["RABBITMQ_ERLANG_COOKIE"] for name in nodes}
+    assert len(cookies) == 1 and cookies.pop().startswith("${RABBITMQ_ERLANG_COOKIE")
+    # Classic config peer discovery, naming the three nodes.
+    config = compose["configs"][services["rabbitmq-2"]["configs"][0]["source"]]["content"]
+    assert "cluster_formation.peer_discovery_backend = classic_config" in config
+    assert sorted(re.findall(r"classic_config\.nodes\.\d+ = rabbit@([\w-]+)", config)) == nodes
+    # The API, the workers and the schema list the three nodes.
+    for name in APP_SERVICES:
+        urls = services[name]["environment"]["RABBITMQ_URL"].split(";")
+        assert [re.search(r"@([\w-]+):5672/", url).group(1) for url in urls] == nodes, name
+        assert services[name]["environment"]["QUEUE_TYPE"] == "${QUEUE_TYPE:-quorum}"
