@@ -37,9 +37,14 @@ def add_followers(*args, **fields):
 @dramatiq.actor(queue_name=settings.QUEUE_NAME, throws=PERMANENT)
 def split_job(job_id):
     """Write the units of a job too large to write inside its request to the
-    outbox. Delivered again (a redelivery, a replay), it writes nothing."""
+    outbox, then hash the job's password. Delivered again (a redelivery, a
+    replay), it writes nothing."""
     job_id = validation.validate({"job_id": job_id}, {"job_id": validation.Integer(minimum=1)})["job_id"]
     with database.connection_context():
         written = jobs.enqueue_units(job_id)
     if written:
         relay.wake()
+        # While the relay publishes the units: otherwise the first unit
+        # hashes, and every unit that comes meanwhile waits for it.
+        with database.connection_context():
+            jobs.job_password_hash(job_id)
