@@ -284,6 +284,41 @@ _APPLY_UNIT = Prepared(
 )
 
 
+# Several units of one unordered job (``JobUnit.apply_many``): the unit
+# statement for a set of units, with one job row lock and one commit.
+_APPLY_UNITS = Prepared(
+    "apply_units",
+    f"""
+    WITH job AS (
+        SELECT id, user_id, followers_login, password_hash, unit_size, requested, units
+        FROM jobs
+        WHERE id = %(job)s AND status <> 'cancelled' AND password_hash IS NOT NULL AND NOT ordered
+        FOR SHARE
+    ), todo AS (
+        SELECT DISTINCT u AS unit, u * job.unit_size AS first, LEAST((u + 1) * job.unit_size, job.requested) AS stop
+        FROM job, unnest(%(units)s) AS u
+        WHERE u >= 0 AND u < job.units
+    ), {followers_ctes(password="job.password_hash", source="job, todo", prefix="job.followers_login || '_#'",
+                       start="todo.first", stop="todo.stop", author="job.user_id", author_source="job")}, made AS (
+        -- A follower's age is its index, so its unit is age / unit_size.
+        SELECT new_followers.age / job.unit_size AS unit, count(*) AS n FROM job, new_followers GROUP BY 1
+    ), marked AS (
+        INSERT INTO job_units (job_id, unit, status, created, skipped)
+        SELECT job.id, todo.unit, 'done', COALESCE(made.n, 0), todo.stop - todo.first - COALESCE(made.n, 0)
+        FROM job, todo LEFT JOIN made ON made.unit = todo.unit
+        ORDER BY todo.unit
+        ON CONFLICT (job_id, unit) DO UPDATE
+            SET status = 'done', error = NULL, created = EXCLUDED.created,
+                skipped = EXCLUDED.skipped, updated_at = now()
+            WHERE job_units.status = 'failed'  -- a replayed dead letter
+        RETURNING unit, created
+    )
+    SELECT todo.unit, todo.stop - todo.first, marked.created FROM todo LEFT JOIN marked ON marked.unit = todo.unit
+    """,
+    job="integer", units="integer[]",
+)
+
+
 class JobUnit(BaseModel):
     """The "done" mark of one unit of work (job + unit), committed in the
     same statement as its followers: the idempotency key of the whole
@@ -332,6 +367,20 @@ class JobUnit(BaseModel):
         in_range = units is not None and 0 <= unit < units
         needs_lock = not matched and ordered and in_range and not locked
         return UnitResult(matched, created, sent, units, ordered, user_id, cancelled, size, in_range, needs_lock)
+
+    @classmethod
+    def apply_many(cls, job_id, units):
+        """Apply several units of one unordered job in ONE statement, each
+        exactly as ``apply`` applies it alone: its followers, its done mark
+        (a unit done already commits nothing), under the job row's share
+        lock (a cancel waits for the statement; after it, nothing applies).
+
+        Returns {unit: (followers in the unit, followers created, or None if
+        the unit was done already)} for the units it settled. A unit it
+        leaves out (no such job, cancelled, ordered, its password not hashed
+        yet, out of range) must go through ``apply``, which tells why."""
+        cursor = database.execute_prepared(_APPLY_UNITS, {"job": job_id, "units": list(units)})
+        return {unit: (size, created) for unit, size, created in cursor.fetchall()}
 
     @classmethod
     def pass_cancelled(cls, job_id, user_id, unit, *, queue):
