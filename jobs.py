@@ -102,6 +102,17 @@ def apply_unit(job_id, unit):
     raise InvalidUnit(f"job {job_id} unit {unit} could not be applied")
 
 
+def apply_units(job_id, units):
+    """Apply units of one job together, each exactly once
+    (``JobUnit.apply_many``): one statement and one commit for all. Returns
+    {unit: Applied} for the units it settled; any other must go through
+    ``apply_unit``."""
+    return {
+        unit: Applied(None, None, 0) if created is None else Applied(created, size - created, 0)
+        for unit, (size, created) in JobUnit.apply_many(job_id, units).items()
+    }
+
+
 def enqueue_units(job_id):
     """``split_job``: write the units of a job too large to write inside its
     request to the outbox, once. Returns how many were written (0 when a

@@ -151,17 +151,22 @@ class User(BaseModel):
 
 
 def followers_ctes(*, password, source="", prefix="%(prefix)s", start="%(start)s",
-                   stop="%(stop)s", author="%(author)s"):
+                   stop="%(stop)s", author="%(author)s", author_source=None):
     """The data-modifying CTEs that add followers [start, stop) to an
-    author: ``new_followers`` (users made), ``subscribed`` (one row, the
-    author's id, per subscription made) and ``counted``, which adds them to
-    the author's follower count in the same statement. Rows go in in order
-    of i, so two transactions on overlapping ranges lock in the same order
-    and cannot deadlock; the count comes last, so a statement holds its
-    counter row only from its end to its commit. ``password``, ``prefix``,
-    ``start``, ``stop`` and ``author`` are SQL expressions (parameters by
-    default); ``source`` a FROM item they may refer to."""
+    author: ``new_followers`` (users made: their id and age, which is their
+    index i), ``subscribed`` (one row, the author's id, per subscription
+    made) and ``counted``, which adds them to the author's follower count in
+    the same statement. Rows go in in order of i, so two transactions on
+    overlapping ranges lock in the same order and cannot deadlock; the count
+    comes last, so a statement holds its counter row only from its end to
+    its commit. ``password``, ``prefix``, ``start``, ``stop`` and ``author``
+    are SQL expressions (parameters by default); ``source`` a FROM item they
+    may refer to, ``author_source`` the one ``author`` refers to if another
+    (one row: a source of several ranges must not multiply the
+    subscriptions)."""
+    author_source = source if author_source is None else author_source
     source = f"{source}, " if source else ""
+    author_source = f"{author_source}, " if author_source else ""
     return f"""
         new_followers AS (
             INSERT INTO users (login, password, age, is_active)
@@ -169,10 +174,10 @@ def followers_ctes(*, password, source="", prefix="%(prefix)s", start="%(start)s
             FROM {source}generate_series({start}, {stop} - 1) AS i
             ORDER BY i
             ON CONFLICT (login) DO NOTHING
-            RETURNING id
+            RETURNING id, age
         ), subscribed AS (
             INSERT INTO subscriptions (author_id, follower_id)
-            SELECT {author}, new_followers.id FROM {source}new_followers ORDER BY new_followers.id
+            SELECT {author}, new_followers.id FROM {author_source}new_followers ORDER BY new_followers.id
             RETURNING author_id
         ), counted AS (
             {FollowerCount.upsert("SELECT author_id, count(*) FROM subscribed GROUP BY author_id")}

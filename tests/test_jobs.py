@@ -158,3 +158,58 @@ def test_a_cancelled_job_applies_nothing_and_an_ordered_one_passes_the_chain_on_
     assert jobs.apply_unit(ordered.id, 0) == (None, None, 0, True)  # redelivered: passes nothing twice
     assert outbox() == [] and followers_of(author) == 0
     assert Job.get_by_id(plain.id).to_dict()["status"] == "cancelled"
+
+
+# --- Units applied together (a worker's group commit, actors.unit_batches) ---
+
+
+def test_units_applied_together_commit_each_once_and_leave_the_others_to_apply_alone(author):
+    import followers
+
+    followers.create_user("fan_#7", "pw", 7)  # exists already: skipped, not subscribed
+    job = jobs.create_job(author.id, "fan", 10, unit_size=3)
+    assert jobs.apply_units(job.id, [0, 1]) == {}  # the password is not hashed yet: each alone
+    jobs.apply_unit(job.id, 0)  # (which hashes it)
+    assert jobs.apply_units(job.id, [0, 1, 2, 2, 4, -1]) == {
+        0: (None, None, 0, False),  # done already: nothing twice
+        1: (3, 0, 0, False),
+        2: (2, 1, 0, False),
+    }  # 4 and -1 are not the job's: left to apply_unit, which says so
+    assert followers_of(author) == 8
+    state = Job.get_by_id(job.id).to_dict()
+    assert (state["messages"]["done"], state["created"], state["skipped"]) == (3, 8, 1)
+    assert jobs.apply_units(job.id, [1, 3]) == {1: (None, None, 0, False), 3: (1, 0, 0, False)}
+    assert Job.get_by_id(job.id).to_dict()["status"] == "done" and followers_of(author) == 9
+
+
+def test_units_applied_together_mend_a_dead_letter_and_skip_cancelled_ordered_and_unknown_jobs(author):
+    job = jobs.create_job(author.id, "fan", 4, unit_size=1)
+    jobs.apply_unit(job.id, 0)
+    JobUnit.mark_failed(job.id, 1, "RuntimeError: boom")
+    assert jobs.apply_units(job.id, [1, 2]) == {1: (1, 0, 0, False), 2: (1, 0, 0, False)}
+    assert Job.get_by_id(job.id).to_dict()["errors"] == []
+    ordered = jobs.create_job(author.id, "ord", 2, unit_size=1, ordered=True)
+    jobs.apply_unit(ordered.id, 0)  # hashes its password; its successor is decided under the user's lock
+    assert jobs.apply_units(ordered.id, [1, 0]) == {}
+    Job.update(status="cancelled").where(Job.id == job.id).execute()
+    assert jobs.apply_units(job.id, [3, 2]) == {} and jobs.apply_units(424242, [0, 1]) == {}
+    assert followers_of(author) == 4
+
+
+def test_a_cancel_waits_for_units_applied_together(author):
+    import psycopg2
+
+    from db.database import connect_params
+
+    job = jobs.create_job(author.id, "fan", 4, unit_size=1)
+    jobs.apply_unit(job.id, 0)
+    canceller = psycopg2.connect(**connect_params())
+    canceller.autocommit = True
+    try:
+        with canceller.cursor() as cursor, database.atomic():
+            jobs.apply_units(job.id, [1, 2])  # its transaction still open: the statement is under way
+            cursor.execute("SET lock_timeout = '200ms'")
+            with pytest.raises(psycopg2.errors.LockNotAvailable):
+                cursor.execute("UPDATE jobs SET status = 'cancelled' WHERE id = %s", (job.id,))
+    finally:
+        canceller.close()
