@@ -2,10 +2,11 @@
 
 from .database import database
 from .idempotency import IdempotencyKey
-from .jobs import Job, JobUnit
+from .jobs import Job
 from .messages import DeadLetter, DeliveryAttempt, MessageEvent
 from .models import FollowerCount, Subscription, User
 from .outbox import Outbox
+from .units import JobUnit
 from .workers import WorkerProcess
 
 __all__ = [

@@ -13,10 +13,10 @@ from psycopg2 import sql
 
 from .database import connect_params, database
 from .idempotency import IdempotencyKey
-from .jobs import JOB_MODELS
 from .messages import MESSAGE_MODELS
 from .models import MODELS, FollowerCount
 from .outbox import Outbox
+from .units import JOB_MODELS
 from .workers import WORKER_MODELS
 
 ALL_MODELS = MODELS + JOB_MODELS + MESSAGE_MODELS + WORKER_MODELS + [Outbox, IdempotencyKey]
