@@ -9,7 +9,11 @@ mode, and is judged by its row's judge from the same facts: created of
 requested, duplicate runs, units lost, dead letters, worker crashes, the
 drain, requests refused. One verdict a cell: SOLVED or FAILED.
 
-Adding a row (e.g. the lead's ``intake`` and ``outage``): add a
+``intake`` (the API SIGKILLed between its commit and its publish) has no
+row: a peer's intake publishes with nothing committed before, so there is
+no "between" to kill it in; a request it did not answer was never accepted.
+
+Adding a row: add a
 ``Row(name, judge)`` to ROWS, where ``name`` is a lab scenario and ``judge``
 takes the cell's Facts and returns (solved, text). The peers' runner
 already honours a scenario's ``disturbances``, ``pace``, ``finally_`` and
@@ -115,6 +119,11 @@ def judge_poison(f):
     return solved, "the poison dead-lettered, every other follower created"
 
 
+def judge_outage(f):
+    solved = _done(f) and f.created == f.requested
+    return solved, "every request taken while RabbitMQ was down, and every follower created once it was back"
+
+
 @dataclass(frozen=True)
 class Row:
     name: str  # a lab scenario
@@ -127,6 +136,7 @@ ROWS = [
     Row("killer", judge_killer),
     Row("prefetch", judge_prefetch),
     Row("poison", judge_poison),
+    Row("outage", judge_outage),
 ]
 ROW_BY_NAME = {row.name: row for row in ROWS}
 

@@ -120,7 +120,7 @@ def test_the_cluster_profile_adds_two_nodes_that_join_the_first_and_the_services
     # Each node its own name (RabbitMQ's node name is rabbit@<hostname>), data and host port.
     assert [services[name]["hostname"] for name in nodes] == nodes
     assert len({services[name]["volumes"][0] for name in nodes}) == 3
-    assert len({services[name]["ports"][0].split(":")[0] for name in nodes}) == 3
+    assert len({services[name]["ports"][0].rsplit(":", 1)[0] for name in nodes}) == 3  # a host port each
     # One cookie for the three, from .env.
     cookies = {services[name]["environment"]["RABBITMQ_ERLANG_COOKIE"] for name in nodes}
     assert len(cookies) == 1 and cookies.pop().startswith("${RABBITMQ_ERLANG_COOKIE")

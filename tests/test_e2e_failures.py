@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from harness import Stack, free_port, publish_raw, queue_depth, wait_for
+from harness import Stack, delete_queues, free_port, publish_raw, queue_depth, wait_for
 from lab.observe import Observer
 from tests.e2e_helpers import create_user, submit_async, unique
 
@@ -43,6 +43,7 @@ def test_with_the_broker_unreachable_jobs_are_accepted_and_start_once_it_answers
     env = {"RABBITMQ_URL": closed, "BROKER_TIMEOUT_S": "2", "FOLLOWERS_PER_MESSAGE": "5", "OUTBOX_SWEEP_MS": "200"}
     with Stack("e2e_nobroker", env=env, threads=2) as stack:
         stack.reset()
+        delete_queues(stack.queue_name)  # reset() cannot reach RabbitMQ through the closed port
         stack.start_api()
         author = create_user(stack, "author")
         accepted = [submit_async(stack, author, f"x{i}", 10)["jobId"] for i in range(3)]

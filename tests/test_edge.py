@@ -256,7 +256,11 @@ def test_a_10_mb_body_gets_413_from_nginx_and_never_reaches_gunicorn(stack, edge
 def test_gunicorn_believes_x_forwarded_for_from_its_proxy_only(stack, edge):
     def logged_client(url, address, tag, forged):
         client(address).get(f"{url}/health?probe={tag}", headers={"X-Forwarded-For": forged})
-        lines = [line for line in stack.api.log_path.read_text().splitlines() if f"probe={tag} " in line]
+
+        def logged():  # gunicorn writes its access line after the answer: wait for it
+            return [line for line in stack.api.log_path.read_text().splitlines() if f"probe={tag} " in line]
+
+        lines = wait_for(logged, timeout=5, what=f"the access log line of probe {tag}")
         assert len(lines) == 1, lines
         return lines[0].split()[0]
 

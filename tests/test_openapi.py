@@ -132,7 +132,8 @@ def test_schemathesis_finds_no_failure(stack, artifacts):
     report = artifacts / "schemathesis.txt"
     result = subprocess.run(
         [str(BIN / "schemathesis"), "run", f"{stack.url}/openapi.json",
-         "--max-examples", "30", "--seed", "20261128", "--request-timeout", "30", "--workers", "2",
+         # One worker: CPython 3.11's compile() is not thread-safe (gh-106905), and schemathesis compiles.
+         "--max-examples", "30", "--seed", "20261128", "--request-timeout", "30", "--workers", "1",
          "--header", f"Authorization: Bearer {TOKEN}", "--no-color",
          # DELETE /api/v1/jobs/{id} cancels a job, which stays readable as cancelled (the issue's design);
          # the check that a deleted resource answers 404 does not apply to it, and to nothing else here.
