@@ -50,6 +50,7 @@ def rows(args):
     sync, one, chunked = followers(args.sync_count), followers(args.one_count), followers(args.chunked_count)
     latency, memory = f"{args.latency_requests} requests", followers(args.memory_count)
     load = f"{args.api_seconds:g} s, {args.api_clients} clients"
+    loaded = f"{args.api_seconds:g} s, {args.latency_clients} clients"
     small = f"{args.small_jobs:,} jobs, {args.api_clients} clients"
     deep = followers(args.depth_followers)
     pages = {}
@@ -72,6 +73,7 @@ def rows(args):
         "pg_chunked": ("(3) PostgreSQL's CPU while (3) runs", chunked, "cores"),
         "publish": ("(e) pika publish, a confirm per message", f"{args.publish_count:,} messages", "messages/s"),
         "api_rps": ("(4) service: async requests, count=10", load, "requests/s"),
+        "api_p99_loaded": ("(4) service: p99 latency, async count=10, under load", loaded, "ms"),
         "api_p50": ("(4) service: median latency, async count=100,000", latency, "ms"),
         "api_p99": ("(4) service: p99 latency, async count=100,000", latency, "ms"),
         "handoff_p50": ("(4) service: median time from a 202 to its message on the queue", latency, "ms"),
@@ -267,15 +269,21 @@ class Bench:
 
     def run_api(self):
         stack, author = self.stacks["api"], self.authors["api"]
-        rps = service.async_requests_per_second(
+        rps, _ = service.async_requests_per_second(
             stack, author, seconds=self.args.api_seconds, clients=self.args.api_clients
+        )
+        # Issue 15 asks for the p99 with 16 clients at once: twice gunicorn's
+        # 2 × 4 threads, so requests wait for a thread as they would in production.
+        _, loaded_p99 = service.async_requests_per_second(
+            stack, author, seconds=self.args.api_seconds, clients=self.args.latency_clients
         )
         p50, p99 = service.async_latency(stack, author, count=100_000, requests_count=self.args.latency_requests)
         # Nobody consumes this stack's queue: empty it so every round starts alike.
         purge_queue(stack.queue_name)
         handoff_p50, handoff_p99 = handoff.handoff_latency(stack, author, requests_count=self.args.latency_requests)
         purge_queue(stack.queue_name)
-        return {"api_rps": rps, "api_p50": p50, "api_p99": p99, "handoff_p50": handoff_p50,
+        return {"api_rps": rps, "api_p99_loaded": loaded_p99, "api_p50": p50, "api_p99": p99,
+                "handoff_p50": handoff_p50,
                 "handoff_p99": handoff_p99}
 
     def run_memory(self):

@@ -40,14 +40,15 @@ def test_bench_prints_the_table_with_ratios():
     assert "| workload | size | unit | median | min–max | rounds |" in out
     rows = ["(a) original's loop", "(b) Peewee insert_many", "(c) COPY", "(1) service: sync", "(d) pika",
             "(2) service: async, 1 follower", "(f) bare Dramatiq", "(3) service: async, default chunking",
-            "(e) pika publish", "(4) service: p99", "(4) service: 1-follower async jobs, POST → all done",
+            "(e) pika publish", "(4) service: p99 latency, async count=10, under load", "(4) service: p99",
+            "(4) service: 1-follower async jobs, POST → all done",
             "(4) service: 1-follower async jobs, intake only", "(4) service: worker CPU per 1-follower job",
             "(4) bound: ", "(6) service: a page of 100 at depth 0, by offset",
             "(6) service: a page of 100 at depth 200, by cursor", "(5) service: peak RSS"]  # fmt: skip
     for row in rows:
         assert row in out
     verdicts = [line for line in out.splitlines() if line.endswith(("| PASS |", "| MISS |"))]
-    assert len(verdicts) == 9, out
+    assert len(verdicts) == 10, out
     assert all("×" in line for line in verdicts if "≥" in line)
     reported = [line for line in out.splitlines() if line.endswith("| reported |")]
     assert len(reported) == 2 and all("×" in line for line in reported), out
