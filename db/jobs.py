@@ -28,6 +28,17 @@ def status_sql(job, done, failed):
     END"""
 
 
+#: A job's units in one row (``u``): what its status and progress are read
+#: from, for one job and for a page of them alike.
+UNIT_COUNTS_SQL = """LATERAL (
+    SELECT count(*) FILTER (WHERE status = 'done') AS done,
+           count(*) FILTER (WHERE status = 'failed') AS failed,
+           COALESCE(sum(created), 0) AS created, COALESCE(sum(skipped), 0) AS skipped,
+           max(updated_at) AS updated_at
+    FROM job_units WHERE job_id = j.id
+) AS u"""
+
+
 def next_ordered_job_sql(user, after):
     """The id of the user's ordered job that runs next, as SQL: the first
     after job ``after`` that is not through (its last unit done), failed,
@@ -166,13 +177,7 @@ class Job(BaseModel):
         cursor = database.execute_sql(
             f"""
             SELECT u.done, u.failed, u.created, u.skipped, u.updated_at, {status_sql("j", "u.done", "u.failed")}
-            FROM jobs AS j, LATERAL (
-                SELECT count(*) FILTER (WHERE status = 'done') AS done,
-                       count(*) FILTER (WHERE status = 'failed') AS failed,
-                       COALESCE(sum(created), 0) AS created, COALESCE(sum(skipped), 0) AS skipped,
-                       max(updated_at) AS updated_at
-                FROM job_units WHERE job_id = j.id
-            ) AS u
+            FROM jobs AS j, {UNIT_COUNTS_SQL}
             WHERE j.id = %s
             """,
             (self.id,),
@@ -261,13 +266,7 @@ class Job(BaseModel):
                 SELECT j.*, u.done, u.failed, u.created AS units_created, u.skipped AS units_skipped,
                        u.updated_at AS units_updated_at, {status_sql("j", "u.done", "u.failed")} AS derived_status
                 FROM jobs AS j
-                CROSS JOIN LATERAL (
-                    SELECT count(*) FILTER (WHERE status = 'done') AS done,
-                           count(*) FILTER (WHERE status = 'failed') AS failed,
-                           COALESCE(sum(created), 0) AS created, COALESCE(sum(skipped), 0) AS skipped,
-                           max(updated_at) AS updated_at
-                    FROM job_units WHERE job_id = j.id
-                ) AS u
+                CROSS JOIN {UNIT_COUNTS_SQL}
                 WHERE (%s::int IS NULL OR j.id < %s) AND (%s::int IS NULL OR j.user_id = %s)
                   AND (%s::text IS NULL OR {status_sql("j", "u.done", "u.failed")} = %s)
                 ORDER BY j.id DESC
