@@ -283,8 +283,7 @@ class Bench:
         handoff_p50, handoff_p99 = handoff.handoff_latency(stack, author, requests_count=self.args.latency_requests)
         purge_queue(stack.queue_name)
         return {"api_rps": rps, "api_p99_loaded": loaded_p99, "api_p50": p50, "api_p99": p99,
-                "handoff_p50": handoff_p50,
-                "handoff_p99": handoff_p99}
+                "handoff_p50": handoff_p50, "handoff_p99": handoff_p99}
 
     def run_memory(self):
         stack, count = self.stacks["main"], self.args.memory_count
