@@ -57,7 +57,7 @@ class Timing:
 
     @classmethod
     def short(cls):
-        return cls(warmup=4, down=3, between=2, tail=3, request_interval=0.3, settle=6, drain_limit=40)
+        return cls(warmup=4, down=3, between=2, tail=3, request_interval=0.3, settle=12, drain_limit=40)
 
 
 @dataclass
