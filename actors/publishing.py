@@ -1,10 +1,12 @@
 """Publishing many messages fast, with RabbitMQ's word that they are stored.
 
 Dramatiq's ``confirm_delivery`` waits for a confirm after every message, which
-caps a publisher near 800 messages/s. Here messages go out in AMQP
-transactions of ``PUBLISH_BATCH_SIZE``: ``tx.commit`` returns only once the
-broker has taken every message of the batch (persistent messages in durable
-queues), so the guarantee is the same and the cost is one round trip a batch.
+caps a publisher near 800 messages/s. Here messages go out in batches of
+``PUBLISH_BATCH_SIZE`` on a channel in confirm mode (``actors.confirms``):
+a batch counts once RabbitMQ has acked every message of it (persistent
+messages in durable queues), so the guarantee is the same and the cost is
+about one round trip a batch. (AMQP transactions cost the same, but lost
+messages on a quorum queue changing leader: see actors/confirms.py.)
 """
 
 import logging
@@ -17,6 +19,7 @@ from pika.exceptions import AMQPError
 
 import settings
 
+from .confirms import ConfirmedChannel
 from .connection import connect
 
 logger = logging.getLogger(f"followers.{__name__}")
@@ -37,27 +40,14 @@ def _batches(items, size):
         yield batch
 
 
-def publish_unflushed(channel, queue_name, body, properties):
-    """``channel.basic_publish`` without its wait for the socket to take each
-    message: inside an AMQP transaction nothing counts before ``tx_commit``,
-    which sends the whole batch and waits for the broker. Waiting per
-    message was most of a relay batch's time (py-spy: 33% of it in
-    ``_flush_output``, 43% in ``basic_publish``). pika has no public call
-    for it: this is the one place that reaches into its ``_impl`` (the
-    channel ``basic_publish`` itself calls), and
-    tests/test_relay.py::test_an_unflushed_publish_counts_at_its_commit
-    fails if that changes."""
-    channel._impl.basic_publish(exchange="", routing_key=queue_name, body=body, properties=properties)
-
-
 class Publisher:
-    """A transactional channel per thread (pika connections are not
+    """A channel in confirm mode per thread (pika connections are not
     thread-safe), opened on first use and re-opened once if it broke.
 
     Parameters:
       url(str): The RabbitMQ URL.
       timeout(float): Seconds to wait for the broker before giving up.
-      batch_size(int): Messages committed per transaction.
+      batch_size(int): Messages published, then confirmed, at once.
     """
 
     def __init__(self, *, url, timeout, batch_size):
@@ -71,12 +61,11 @@ class Publisher:
 
     def _channel(self):
         channel = getattr(self.local, "channel", None)
-        if channel is None or not channel.is_open:
+        if channel is None or not channel.channel.is_open:
             self.close()
             # Whichever node of RABBITMQ_URL answers, another one first after a failure.
             self.local.connection = connect(settings.RABBITMQ_URL, timeout=self.parameters.socket_timeout)
-            channel = self.local.connection.channel()
-            channel.tx_select()
+            channel = ConfirmedChannel(self.local.connection.channel(), timeout=self.parameters.socket_timeout)
             self.local.channel = channel
         return channel
 
@@ -91,7 +80,7 @@ class Publisher:
 
     def ping(self):
         """Raise BrokerUnavailable unless RabbitMQ answers."""
-        self._call(lambda channel: channel.connection.process_data_events(0))
+        self._call(lambda channel: channel.channel.connection.process_data_events(0))
 
     def publish(self, messages):
         """Publish Dramatiq messages (any iterable) durably, batch by batch.
@@ -121,8 +110,8 @@ class Publisher:
         properties = pika.BasicProperties(delivery_mode=2)
         for message in batch:
             broker.emit_before("enqueue", message, None)
-            publish_unflushed(channel, message.queue_name, message.encode(), properties)
-        channel.tx_commit()
+            channel.publish(message.queue_name, message.encode(), properties)
+        channel.wait()  # raises NotConfirmed (an AMQPError): sent again below, or left in the outbox
         for message in batch:
             broker.emit_after("enqueue", message, None)
 

@@ -94,31 +94,3 @@ def test_a_relay_killed_in_the_middle_of_a_publish_loses_nothing(db):
     publisher = Recorder()
     assert relay_with(publisher, batch_size=100).drain() == 30  # sent again: a duplicate, never a loss
     assert publisher.sent == list(range(30))
-
-
-def test_an_unflushed_publish_counts_at_its_commit():
-    """The relay publishes a batch without a wait per message
-    (actors.publishing.publish_unflushed reaches into pika's channel):
-    against the real RabbitMQ, nothing is queued before tx_commit, and
-    everything is after it."""
-    import pika
-
-    import settings
-    from actors.publishing import publish_unflushed
-    from harness import delete_queues, queue_depth
-
-    queue = f"{settings.QUEUE_NAME}_unflushed"
-    connection = pika.BlockingConnection(pika.URLParameters(settings.RABBITMQ_URL))
-    try:
-        channel = connection.channel()
-        channel.queue_declare(queue, durable=True)
-        channel.tx_select()
-        for n in range(3):
-            publish_unflushed(channel, queue, str(n).encode(), pika.BasicProperties(delivery_mode=2))
-        assert queue_depth(queue) == 0
-        channel.tx_commit()
-        assert queue_depth(queue) == 3
-        assert [channel.basic_get(queue, auto_ack=True)[2] for _ in range(3)] == [b"0", b"1", b"2"]
-    finally:
-        connection.close()
-        delete_queues(queue)

@@ -6,6 +6,7 @@ from pika.exceptions import AMQPConnectionError
 
 import settings
 
+from ..confirms import NotConfirmed
 from ..connection import connect
 from . import QueueMismatch, declare, queue_names
 from . import __doc__ as usage
@@ -37,6 +38,9 @@ def main(argv=None):
         return 1
     except MigrationRefused as error:
         print(f"not migrated: {error}", file=sys.stderr)
+        return 1
+    except NotConfirmed as error:
+        print(f"not migrated: {error}; nothing is lost, run it again to go on where it stopped", file=sys.stderr)
         return 1
     finally:
         if connection.is_open:

@@ -4,8 +4,9 @@ message.
 RabbitMQ cannot change a queue in place, so each queue declared otherwise
 is drained into a holding queue ``<name>.migrating`` (of the new type),
 deleted, declared anew, and the holding queue drained back into it. A move
-commits a batch into the destination (an AMQP transaction: ``tx.commit``
-returns once RabbitMQ holds it) before it acks that batch in the source, so
+has a batch confirmed by the destination (publisher confirms, see
+actors/confirms.py for why not a transaction) before it acks that batch in
+the source, so
 a migration killed at any point loses nothing: run it again, it picks up
 where it stopped (a batch may then be there twice, which idempotent units
 absorb). A queue is deleted only once empty, so a message that slipped
@@ -21,6 +22,7 @@ from pika.exceptions import ChannelClosedByBroker
 
 import settings
 
+from ..confirms import ConfirmedChannel
 from . import configured_arguments, is_mismatch
 
 BATCH = 500
@@ -130,21 +132,20 @@ def _delete_if_empty(connection, name):
 
 def _move(connection, source, destination, report):
     """Move every message of ``source`` to ``destination``, bodies and
-    properties unchanged (but a quorum queue's delivery count), a committed
+    properties unchanged (but a quorum queue's delivery count), a confirmed
     batch at a time."""
     reading = connection.channel()
     reading.basic_qos(prefetch_count=BATCH)
-    writing = connection.channel()
-    writing.tx_select()
+    writing = ConfirmedChannel(connection.channel(), timeout=settings.BROKER_TIMEOUT_S)
     moved, pending_tag, pending = 0, None, 0
     for method, properties, body in reading.consume(source, inactivity_timeout=IDLE_S):
         if method is not None:
             if properties.headers:  # the old queue's count of deliveries: the new queue counts anew
                 properties.headers.pop("x-delivery-count", None)
-            writing.basic_publish(exchange="", routing_key=destination, body=body, properties=properties)
+            writing.publish(destination, body, properties)
             pending_tag, pending = method.delivery_tag, pending + 1
         if pending and (pending == BATCH or method is None):
-            writing.tx_commit()  # the batch is in the destination...
+            writing.wait()  # the batch is in the destination...
             reading.basic_ack(pending_tag, multiple=True)  # ...before it leaves the source
             moved += pending
             pending = 0
@@ -153,5 +154,5 @@ def _move(connection, source, destination, report):
             break
     reading.cancel()
     reading.close()
-    writing.close()
+    writing.channel.close()
     return moved
