@@ -19,6 +19,7 @@ a ``RABBITMQ_CONF_ENV_FILE`` of its own; the directories belong to it.
 import json
 import os
 import pwd
+import random
 import secrets
 import shutil
 import signal
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 import settings
-from harness import ROOT, free_port, wait_for
+from harness import ROOT, wait_for
 
 SCRIPTS = Path("/usr/lib/rabbitmq/bin")
 BOOT_TIMEOUT_S = 90  # ~10 s on an idle machine; much more on 2 busy cores
@@ -44,6 +45,37 @@ def _script(name):
     return found
 
 
+def _lab_ports(count):
+    """``count`` distinct free ports below the kernel's ephemeral range.
+
+    A node keeps its ports across a restart, and while it is down any
+    client's outgoing connection could take an ephemeral port as its own
+    (and ports picked one at a time may even repeat), after which the node
+    cannot listen again: seen once as ``eaddrinuse``, with another lab
+    node's listener answering in its place. Below the ephemeral range only
+    a listener can take a port. All are held open until all are found."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    held = []
+    try:
+        for port in range(random.randrange(20000, max(20001, low - 2000)), low):
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            held.append(sock)
+            if len(held) == count:
+                return [sock.getsockname()[1] for sock in held]
+        raise RuntimeError(f"no {count} free ports below {low} for the lab nodes")
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def _answers(port):
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -53,12 +85,11 @@ def _answers(port):
 
 
 class LabNode:
-    def __init__(self, cluster, index):
+    def __init__(self, cluster, index, ports):
         self.cluster = cluster
         self.name = f"{cluster.prefix}lab{index}@localhost"
         self.short = self.name.split("@")[0]
-        self.amqp_port = free_port()
-        self.dist_port = free_port()
+        self.amqp_port, self.dist_port = ports
         self.dir = cluster.dir / self.short
         self.popen = None
 
@@ -120,7 +151,7 @@ class LabNode:
         def booted():
             if self.popen is not None and self.popen.poll() is not None:
                 raise RuntimeError(f"{self.name} exited while booting; see {self.dir / 'log'}")
-            return self.up
+            return self.up and self.beam_pid() is not None  # its own VM answering, not another listener
 
         wait_for(booted, timeout=timeout, what=f"{self.name} to boot (logs: {self.dir / 'log'})", interval=0.3)
 
@@ -181,7 +212,8 @@ class LabCluster:
         self.dir = ROOT / "artifacts" / "cluster"
         self.log = log
         self.as_owner = self._owner()
-        self.nodes = [LabNode(self, index) for index in range(1, size + 1)]
+        ports = _lab_ports(2 * size)
+        self.nodes = [LabNode(self, index, ports[2 * index - 2:2 * index]) for index in range(1, size + 1)]
 
     @property
     def urls(self):
@@ -251,6 +283,20 @@ class LabCluster:
     def running_members(self, node):
         status = json.loads(self.ctl(node, "cluster_status", "--formatter", "json"))
         return status["running_nodes"]
+
+    def queue_rows(self, queue_name):
+        """What each live node says of a queue and its delay and dead-letter
+        queues: messages ready and unacknowledged, consumers, leader."""
+        for node in self.nodes:
+            if not node.up:
+                continue
+            try:
+                rows = json.loads(self.ctl(node, "list_queues", "name", "type", "leader", "messages_ready",
+                                           "messages_unacknowledged", "consumers", "--formatter", "json"))
+            except RuntimeError:
+                continue
+            return [row for row in rows if row["name"].startswith(queue_name)]
+        return []
 
     def queue_home(self, queue_name):
         """The node that leads a quorum queue, or hosts a classic one (None
