@@ -10,6 +10,8 @@
   python -m lab dlq ...                       the same as python -m ops dlq ...
   python -m lab chaos [--duration S] ...      worker kills and outages at once
   python -m lab cluster [--queue-type T]      a RabbitMQ node lost under load: classic vs quorum
+  python -m lab publish-probe                 a publish through a quorum leader's failover:
+                                              transactions against publisher confirms
 """
 
 import argparse
@@ -117,6 +119,14 @@ def cmd_cluster(args):
     return 0 if passed else 1
 
 
+def cmd_publish_probe(args):
+    from .publish_probe import run_probe
+
+    lines, passed = run_probe()
+    print("\n".join(lines))
+    return 0 if passed else 1
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +162,8 @@ def main(argv=None):
                          help="which queue types to run, side by side (default both)")
     cluster.add_argument("--short", action="store_true", help="shorter phases (the test's)")
     cluster.set_defaults(func=cmd_cluster)
+    commands.add_parser("publish-probe", help="what RabbitMQ says of a publish through a quorum queue's leader "
+                        "failover, against what the queue holds").set_defaults(func=cmd_publish_probe)
     args = parser.parse_args(argv)
     return args.func(args)
 

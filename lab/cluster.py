@@ -113,6 +113,7 @@ class Progress:
 
     def __init__(self, sides):
         self.sides = sides
+        self.sampled_at = float("-inf")  # when the last sample began
         self.conns = {side.queue_type: self._connect(side) for side in sides}
 
     @staticmethod
@@ -123,6 +124,7 @@ class Progress:
 
     def sample(self):
         now = time.monotonic()
+        self.sampled_at = now
         for side in self.sides:
             with side.lock:
                 job_ids = list(side.accepted)
@@ -182,11 +184,15 @@ def run_cluster(*, queue_types=("classic", "quorum"), timing=None):
         for thread in threads[:-1]:
             thread.join(35)
         log("load stopped; waiting for the accepted jobs to finish")
-        _drain(sides, timing)
+        _drain(sides, progress, timing)
         stop_watch.set()
         threads[-1].join(5)
         progress.sample()
-        return _report(sides, progress, outages, time.monotonic() - started)
+        lines, passed, seen, verdicts = _report(sides, progress, outages, time.monotonic() - started)
+        for side in sides:
+            if seen[side.queue_type]["lost"]:
+                lines += _where_left(cluster, side, progress)
+        return lines, passed, seen, verdicts
     finally:
         if progress is not None:
             progress.close()
@@ -254,13 +260,19 @@ def _outage(cluster, node, what, action, timing):
     return what, node.name, down
 
 
-def _drain(sides, timing):
+def _drain(sides, progress, timing):
     """Until every side's accepted jobs finished, or made no progress for
-    ``timing.settle`` seconds (what is left then is stuck or lost)."""
-    deadline = time.monotonic() + timing.drain_limit
+    ``timing.settle`` seconds (what is left then is stuck or lost). Judged
+    on samples taken after the load stopped: an older one may not count the
+    last jobs accepted yet."""
+    stopped = time.monotonic()
+    deadline = stopped + timing.drain_limit
     last_report = 0
     while time.monotonic() < deadline:
         now = time.monotonic()
+        if progress.sampled_at <= stopped:
+            time.sleep(0.1)
+            continue
         waiting = [s for s in sides if s.done_units + s.failed_units < s.total_units
                    and now - s.last_progress < timing.settle]
         if not waiting:
@@ -296,7 +308,10 @@ def _observe(side, progress, first_down):
             (list(side.accepted),),
         )
         done = cursor.fetchone()[0]
+    logs = "".join(path.read_text(errors="replace") for path in (side.stack.log_dir / "api.log",
+                                                                  side.stack.log_dir / "workers.log") if path.exists())
     return {
+        "resent": logs.count("messages of the batch (nack)") + logs.count("RabbitMQ did not confirm"),
         "accepted": len(side.accepted),
         "done": done,
         "lost": side.total_units - side.done_units - side.failed_units,
@@ -306,6 +321,41 @@ def _observe(side, progress, first_down):
         "stall": side.longest_stall,
         "first_down": first_down,
     }
+
+
+def _where_left(cluster, side, progress):
+    """Where the units that did not finish are: for a run that left some,
+    so that its log says what to look at."""
+    with progress.conns[side.queue_type].cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT count(*), count(*) FILTER (WHERE NOT j.enqueued),
+                   coalesce(sum(j.units - (SELECT count(*) FROM job_units u WHERE u.job_id = j.id)), 0)
+            FROM jobs j WHERE j.id = ANY(%s)
+              AND j.units > (SELECT count(*) FROM job_units u WHERE u.job_id = j.id AND u.status = 'done')
+            """,
+            (list(side.accepted),),
+        )
+        jobs, unsplit, units = cursor.fetchone()
+        cursor.execute("SELECT count(*) FROM outbox")
+        outbox = cursor.fetchone()[0]
+        cursor.execute("SELECT count(*), coalesce(max(starts), 0) FROM delivery_attempts")
+        redelivered, most = cursor.fetchone()
+        # A relay holds the rows it claimed until RabbitMQ takes them: a
+        # transaction open for long is a relay waiting on the broker.
+        cursor.execute(
+            "SELECT count(*), coalesce(max(extract(epoch FROM now() - xact_start)), 0) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND state = 'idle in transaction'"
+        )
+        waiting, longest = cursor.fetchone()
+    lines = [f"{side.queue_type}: {jobs} jobs unfinished ({unsplit} not yet split), {units} units not done; "
+             f"{outbox} messages still in the outbox; {redelivered} messages redelivered (most starts: {most}); "
+             f"{waiting} transactions idle in transaction (the oldest {longest:.0f} s)"]
+    for row in cluster.queue_rows(side.stack.queue_name):
+        lines.append(f"{side.queue_type}:   {row['name']} ({row['type']}, leader {row.get('leader') or '-'}): "
+                     f"{row['messages_ready']} ready, {row['messages_unacknowledged']} unacked, "
+                     f"{row['consumers']} consumers")
+    return lines
 
 
 def _report(sides, progress, outages, elapsed):
@@ -319,6 +369,7 @@ def _report(sides, progress, outages, elapsed):
         ("followers duplicated", "duplicated", "{}"),
         ("dead-lettered", "dead", "{}"),
         ("requests refused", "refused", "{}"),
+        ("batches RabbitMQ refused, resent", "resent", "{}"),
         ("longest without progress", "stall", "{:.1f} s"),
     ]
     width = max(len(label) for label, _, _ in rows) + 2

@@ -44,11 +44,6 @@ def machine_node_members():
     return json.loads(result.stdout)["disk_nodes"] if result.returncode == 0 else None
 
 
-# Known bug, open: on 2026-12-04 quorum was judged FAILED in about half the
-# runs, with 13 of 101 jobs making no progress for 6-12 s after a lab node
-# was SIGKILLed (units stuck, never doubled or dead-lettered). Not strict, so
-# a run that passes still shows it; remove this mark once the cause is fixed.
-@pytest.mark.xfail(strict=False, reason="quorum units stall after a SIGKILLed node (open bug, see the comment)")
 def test_a_node_lost_under_load_strands_classic_queues_and_not_quorum_ones():
     before = machine_node_members()
     lines, passed, seen, verdicts = run_cluster(timing=Timing.short())
