@@ -28,6 +28,7 @@ from web.console_auth import ConsoleAccess, LoginResource, LogoutResource, Sessi
 from web.dead_letters import DeadLetterReplayResource, DeadLetterResource, DeadLettersResource
 from web.intake import JobIntake
 from web.jobs import JobResource, JobsResource
+from web.lab_reports import LabPage, LabReport
 from web.metrics import MetricsResource, RequestMetrics
 from web.middleware import BearerToken, BodyLimit, DatabaseConnection
 from web.pages import STATIC_DIR
@@ -189,7 +190,7 @@ def _operations(document):
 # --- The application ---------------------------------------------------------
 
 
-def create_app(*, max_body_bytes=None, api_token=None, metrics_dir=None, intake=None):
+def create_app(*, max_body_bytes=None, api_token=None, metrics_dir=None, intake=None, lab_reports_dir=None):
     """The WSGI app. ``intake`` creates async jobs (default: ``JobIntake``
     on this process's relay); the lab passes its own."""
     api_token = settings.API_TOKEN if api_token is None else api_token
@@ -233,6 +234,9 @@ def create_app(*, max_body_bytes=None, api_token=None, metrics_dir=None, intake=
     app.add_route(f"/console/jobs/{{job_id:{ID}}}/cancel", CancelJobAction())
     app.add_route("/console/dead-letters", DeadLettersPage())
     app.add_route("/console/dead-letters/{message_id}/{action}", DeadLetterAction())
+    lab_reports_dir = lab_reports_dir or settings.LAB_REPORTS_DIR
+    app.add_route("/console/lab", LabPage(lab_reports_dir))
+    app.add_route("/console/lab/{name}", LabReport(lab_reports_dir))
     app.add_route("/console/login", LoginResource(sessions=sessions))
     app.add_route("/console/logout", LogoutResource())
     app.add_static_route("/console/static", str(STATIC_DIR))

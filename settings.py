@@ -160,6 +160,9 @@ API_METRICS_DIR = _str(
 
 #: How long a console login lasts (seconds).
 CONSOLE_SESSION_S = _int("CONSOLE_SESSION_S", 12 * 3600)
+#: Where the console finds the lab's HTML reports (``python -m lab compare``
+#: and ``python -m lab all`` write them there): its Lab page links them.
+LAB_REPORTS_DIR = _str("LAB_REPORTS_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "artifacts", "lab"))
 
 # --- Logging -----------------------------------------------------------------
 

@@ -187,3 +187,39 @@ def test_without_a_token_the_console_is_open_and_its_forms_still_need_their_csrf
 def create_job_in_process():
     user = followers.create_user(unique("open"), "pw", 1)
     return jobs.create_job(user.id, "fan", 5).id
+
+
+# --- The Lab page: the lab's reports, the peers' matrix first ---------------------------------
+
+
+def test_the_lab_page_links_the_compare_matrix_and_serves_it_without_script(test_database, tmp_path):
+    client = falcon.testing.TestClient(api.create_app(api_token="", lab_reports_dir=str(tmp_path)))
+    page = client.simulate_get("/console/lab")
+    assert page.status_code == 200
+    assert "not yet: run <code>python -m lab compare</code>" in page.text
+    assert 'href="/console/lab/compare.html"' not in page.text
+    missing = client.simulate_get("/console/lab/compare.html")
+    assert missing.status_code == 404 and "python -m lab compare writes it" in missing.text
+
+    (tmp_path / "compare.html").write_text("<!doctype html><table class=matrix><td>SOLVED</td></table>")
+    page = client.simulate_get("/console/lab")
+    assert 'href="/console/lab/compare.html"' in page.text and "not yet: run <code>python -m lab compare" not in page.text
+    assert '<a href="/console/lab" aria-current="page">Lab</a>' in page.text
+    report = client.simulate_get("/console/lab/compare.html")
+    assert report.status_code == 200 and "SOLVED" in report.text
+    assert "script-src" not in report.headers["Content-Security-Policy"]  # default-src 'none': no script at all
+    assert report.headers["Content-Security-Policy"].startswith("default-src 'none'")
+
+
+def test_the_lab_serves_only_its_own_reports(test_database, tmp_path):
+    (tmp_path / "secret.html").write_text("not a report")
+    client = falcon.testing.TestClient(api.create_app(api_token="", lab_reports_dir=str(tmp_path / "lab")))
+    for name in ("secret.html", "..%2Fsecret.html", "latest.html"):
+        response = client.simulate_get(f"/console/lab/{name}")
+        assert response.status_code == 404 and "not a report" not in response.text
+
+
+def test_the_lab_page_needs_a_login_when_the_api_has_a_token(stack):
+    assert get(stack, "/console/lab").status_code == 303
+    assert get(stack, "/console/lab/compare.html").status_code == 303
+    assert get(stack, "/console/lab", logged_in(stack)).status_code == 200
