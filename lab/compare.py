@@ -9,19 +9,17 @@ mode, and is judged by its row's judge from the same facts: created of
 requested, duplicate runs, units lost, dead letters, worker crashes, the
 drain, requests refused. One verdict a cell: SOLVED or FAILED.
 
-``intake`` (the API SIGKILLed between its commit and its publish) has no
-row: a peer's intake publishes with nothing committed before, so there is
-no "between" to kill it in; a request it did not answer was never accepted.
+``intake`` (§3: our API SIGKILLed between its commit and its publish) is
+measured where each intake can be killed: a peer's has no commit before
+its publishes, so its process is SIGKILLed between two of them (as often
+as ours, ``FAULT_API_KILL_PERCENT``), and a new one takes the next
+request. The row asks that no request be left half done.
 
-Adding a row: add a
-``Row(name, judge)`` to ROWS, where ``name`` is a lab scenario and ``judge``
-takes the cell's Facts and returns (solved, text). The peers' runner
-already honours a scenario's ``disturbances``, ``pace``, ``finally_`` and
-its robust mode's ``kill_every`` (read with getattr, so this module works
-with or without them); a row whose disturbance is our API (``intake``:
-the API SIGKILLed between commit and publish) needs its peer equivalent in
-lab.peers.runner._drive first, since a peer's intake has no commit before
-its publish.
+Adding a row: add a ``Row(name, judge)`` to ROWS, where ``name`` is a lab
+scenario and ``judge`` takes the cell's Facts and returns (solved, text).
+The peers' runner already honours a scenario's ``disturbances``, ``pace``,
+``finally_`` and its robust mode's ``kill_every`` (read with getattr, so
+this module works with or without them).
 """
 
 import dataclasses
@@ -75,6 +73,7 @@ class Facts:
     busy_processes: int
     others_done: int  # requests without a fault that were fully created...
     others: int  # ...of this many
+    partial: int  # requests with some of their followers and not all, once nothing ran
     longest_hold_s: float | None  # the longest one delivery held a worker slot; None: still holding
 
     def summary(self):
@@ -119,6 +118,13 @@ def judge_poison(f):
     return solved, "the poison dead-lettered, every other follower created"
 
 
+def judge_intake(f):
+    # Not _done: a killed intake answers nothing, ours as a peer's (refused).
+    solved = f.drain_s is not None and f.lost == 0 and f.partial == 0 and f.others_done > 0
+    return solved, (f"{f.partial} of {f.others} requests half done (0 wanted: a request the intake took is "
+                    f"done whole); {f.others_done} complete")
+
+
 def judge_outage(f):
     solved = _done(f) and f.created == f.requested
     return solved, "every request taken while RabbitMQ was down, and every follower created once it was back"
@@ -136,6 +142,7 @@ ROWS = [
     Row("killer", judge_killer),
     Row("prefetch", judge_prefetch),
     Row("poison", judge_poison),
+    Row("intake", judge_intake),
     Row("outage", judge_outage),
 ]
 ROW_BY_NAME = {row.name: row for row in ROWS}
@@ -189,18 +196,19 @@ def facts_of(scenario, result, window, stack_name):
         requested=seen["requested"], created=seen["created"], duplicates=seen["unique_violations"],
         lost=seen["lost"], dead=seen["dead"], crashes=seen["crashes"], refused=seen["http_errors"],
         drain_s=drain_s, window_s=window, inversions=seen["inversions"], busy_processes=seen["busy_processes"],
-        others_done=_requests_complete(stack_name, others), others=len(others),
+        others=len(others), **_requests_created(stack_name, others),
         longest_hold_s=_longest_hold(result),
     )
 
 
-def _requests_complete(stack_name, requests):
-    """How many of ``requests`` have every follower, read from the cell's database."""
+def _requests_created(stack_name, requests):
+    """How many of ``requests`` have every follower (``others_done``), and
+    how many some but not all (``partial``), read from the cell's database."""
     name = f"followers_{settings.STACK_PREFIX}{stack_name}"
     connection = psycopg2.connect(**connect_params(database_url(name)))
     try:
         with connection.cursor() as cursor:
-            complete = 0
+            complete = partial = 0
             for user_login, followers_login, count, _ in requests:
                 cursor.execute(
                     """
@@ -210,8 +218,10 @@ def _requests_complete(stack_name, requests):
                     """,
                     (user_login, [f"{followers_login}_#{i}" for i in range(count)]),
                 )
-                complete += cursor.fetchone()[0] == count
-            return complete
+                created = cursor.fetchone()[0]
+                complete += created == count
+                partial += 0 < created < count
+            return {"others_done": complete, "partial": partial}
     finally:
         connection.close()
 

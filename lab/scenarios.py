@@ -266,7 +266,8 @@ SCENARIOS += [
             "naive": Mode(app="lab.apps:naive_app", expected="jobs stuck queued forever", window=12),
             "robust": Mode(app="lab.apps:robust_app", expected="no job stuck, every committed job done"),
         },
-        requests=[("author", f"intake{i}", 5, 1) for i in range(40)],
+        # 4 units a request: a peer's intake (lab compare) can be killed between them.
+        requests=[("author", f"intake{i}", 20, 1) for i in range(40)],
     ),
     Scenario(
         "outage", "§2", "RabbitMQ is stopped while requests arrive",

@@ -203,7 +203,8 @@ def test_the_lab_page_links_the_compare_matrix_and_serves_it_without_script(test
 
     (tmp_path / "compare.html").write_text("<!doctype html><table class=matrix><td>SOLVED</td></table>")
     page = client.simulate_get("/console/lab")
-    assert 'href="/console/lab/compare.html"' in page.text and "not yet: run <code>python -m lab compare" not in page.text
+    assert 'href="/console/lab/compare.html"' in page.text
+    assert "not yet: run <code>python -m lab compare" not in page.text
     assert '<a href="/console/lab" aria-current="page">Lab</a>' in page.text
     report = client.simulate_get("/console/lab/compare.html")
     assert report.status_code == 200 and "SOLVED" in report.text

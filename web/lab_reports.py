@@ -53,8 +53,10 @@ class LabReport:
     def on_get(self, req, resp, name):
         path = Path(self.folder) / name
         if name not in REPORTS or not path.is_file():
-            command = REPORTS[name][1] if name in REPORTS else None
-            what = f"No {name} on this machine yet: {command} writes it" if command else f"No lab report is called {name}"
+            if name in REPORTS:
+                what = f"No {name} on this machine yet: {REPORTS[name][1]} writes it"
+            else:
+                what = f"No lab report is called {name}"
             render(req, resp, "missing.html", status=falcon.HTTP_404, what=what)
             return
         resp.content_type = falcon.MEDIA_HTML

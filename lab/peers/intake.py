@@ -5,11 +5,17 @@ object a line on stdin, and answers each with a line on stdout.
   {"user": "author", "followers": "k3", "count": 3}
   -> {"userId": 1, "units": [[0, 3]], "refused": null}
 
-It makes the user the first time it is named, cuts the request into units
+It makes the user the first time it is named (unless there is one), cuts the request into units
 of FOLLOWERS_PER_MESSAGE followers (1 is the original's §7, a message per
 follower), and publishes them the obvious way for the peer (``actor.send``,
 ``task.delay``). A publish that raises refuses the request, as an API would
 answer 5xx: ``refused`` says why and ``units`` holds what did go out.
+
+``FAULT_API_KILL_PERCENT`` (the intake row: our API SIGKILLed between its
+commit and its publish) kills a request this often where a peer's intake
+can be killed: between two of its publishes, the request half sent and
+the client told nothing. The runner then starts another intake, as a
+supervisor would.
 
 The lab drives it straight from the runner, without HTTP: our API is not
 part of a peer. It runs in a process of its own because the peers' modules
@@ -18,6 +24,9 @@ read settings (the queue, the faults) at import, from the stack's environment.
 
 import importlib
 import json
+import os
+import random
+import signal
 import sys
 
 import settings
@@ -37,12 +46,20 @@ def main(argv):
     for line in sys.stdin:
         request = json.loads(line)
         if request["user"] not in users:
-            with database.connection_context():
-                users[request["user"]] = User.create(
-                    login=request["user"], password=hash_password("pw"), age=30, is_active=True).id
+            with database.connection_context():  # made by an earlier intake, if one was killed
+                user = User.get_or_none(User.login == request["user"]) or User.create(
+                    login=request["user"], password=hash_password("pw"), age=30, is_active=True)
+                users[request["user"]] = user.id
         user_id = users[request["user"]]
         sent, refused = [], None
-        for unit in units_of(request["count"], max(1, settings.FOLLOWERS_PER_MESSAGE)):
+        units = units_of(request["count"], max(1, settings.FOLLOWERS_PER_MESSAGE))
+        killed_after = None
+        if len(units) > 1 and random.randrange(100) < settings.FAULT_API_KILL_PERCENT:
+            killed_after = random.randrange(1, len(units))  # some units out, not all
+        for unit in units:
+            if len(sent) == killed_after:
+                print(f"injected kill: {len(sent)} of {len(units)} units published", file=sys.stderr, flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
             try:
                 peer.publish(user_id, request["followers"], [unit])
             except Exception as error:  # noqa: BLE001  (whatever the client library raises when the broker fails it)

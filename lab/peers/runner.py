@@ -100,6 +100,12 @@ class Intake:
         ready, _, _ = select.select([self.popen.stdout], [], [], INTAKE_TIMEOUT_S)
         line = self.popen.stdout.readline() if ready else ""
         if not line:
+            try:
+                exited = self.popen.wait(5)  # its output closed: it is gone, or going
+            except subprocess.TimeoutExpired:
+                exited = None
+            if exited == -signal.SIGKILL:
+                return None  # killed mid-request (the intake row's fault): no answer, as a dropped connection
             raise RuntimeError(f"the peer's intake did not answer (log: {self.log_path})")
         return json.loads(line)
 
@@ -152,10 +158,15 @@ def _drive(peer, scenario, mode, stack, window, progress):
                 log(f"    {time.time() - started:4.0f} s  {action.__doc__.strip()}")
                 action()
             answer = intake.send(user, followers, count)
+            requested += count
+            if answer is None:  # the intake was killed: a new one, as a supervisor would start
+                refused += 1
+                intake.close()
+                intake = Intake(peer, stack)
+                continue
             user_ids.add(answer["userId"])
             units += [(answer["userId"], followers, first, n) for first, n in answer["units"]]
             refused += answer["refused"] is not None
-            requested += count
             time.sleep(getattr(scenario, "pace", 0))
         for action in getattr(scenario, "finally_", []):
             action()
