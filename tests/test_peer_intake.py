@@ -7,6 +7,7 @@ after it finds the user again instead of making it twice."""
 from harness import queue_depth
 from lab.peers.runner import Intake, Peer, PeerStack
 
+
 def test_an_intake_killed_mid_request_leaves_it_half_sent_and_the_next_one_goes_on():
     peer = Peer("dramatiq", "bare Dramatiq")
     env = {"FOLLOWERS_PER_MESSAGE": "5", "FAULT_API_KILL_PERCENT": "100", "PASSWORD_HASH_COST": "1024"}
