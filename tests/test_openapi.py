@@ -36,8 +36,10 @@ def test_the_routes_left_out_of_the_document_are_the_consoles_html_pages():
     assert left_out and not any(is_console(path) for path in OPENAPI["paths"])
     for route in left_out:
         assert route.class_name in {"OverviewPage", "JobsPage", "JobPage", "CancelJobAction", "DeadLettersPage",
-                                    "DeadLetterAction", "LoginResource", "LogoutResource"}, route.path
-        assert route.source_info.split(":")[0].endswith(("web/console.py", "web/console_auth.py")), route.source_info
+                                    "DeadLetterAction", "LoginResource", "LogoutResource", "LabPage",
+                                    "LabReport"}, route.path
+        assert route.source_info.split(":")[0].endswith(
+            ("web/console.py", "web/console_auth.py", "web/lab_reports.py")), route.source_info
 
 
 def document_operations(document):
