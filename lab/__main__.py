@@ -4,7 +4,7 @@
   python -m lab run SCENARIO [--mode naive|robust]
   python -m lab all                           every scenario in every mode
   (run and all also write an HTML report: artifacts/lab/latest.html)
-  python -m lab compare [--scenarios a,b] [--implementations dramatiq,celery,ours] [--window S]
+  python -m lab compare [--scenarios a,b] [--implementations dramatiq,celery,ours] [--window S] [--cluster]
                                               the scenarios against bare Dramatiq, Celery and ours
                                               (its report: artifacts/lab/compare.html)
   python -m lab dlq ...                       the same as python -m ops dlq ...
@@ -74,26 +74,36 @@ def cmd_all(args):
 
 def cmd_compare(args):
     try:
-        from .compare import BY_KEY, DEFAULT_WINDOW_S, ROW_BY_NAME, ROWS, matrix_text, run_compare
+        from .compare import BY_KEY, DEFAULT_WINDOW_S, ROW_BY_NAME, ROWS, matrix_text, run_cluster_row, run_compare
         from .compare_report import write_compare_report
     except ImportError as error:  # Celery is a lab-only dependency
         print(f"lab compare needs the lab's dependencies ({error}): "
               ".venv/bin/pip install -r requirements-lab.txt", file=sys.stderr)
         return 2
-    rows = [ROW_BY_NAME.get(name) for name in args.scenarios.split(",")] if args.scenarios else ROWS
+    names = args.scenarios.split(",") if args.scenarios else [row.name for row in ROWS]
+    cluster = args.cluster or "cluster" in names  # `lab cluster`'s scenario, a row of its own
+    rows = [ROW_BY_NAME.get(name) for name in names if name != "cluster"]
     implementations = [BY_KEY.get(key) for key in args.implementations.split(",")]
     if None in rows or None in implementations:
-        print(f"scenarios: {', '.join(ROW_BY_NAME)}; implementations: {', '.join(BY_KEY)}", file=sys.stderr)
+        print(f"scenarios: {', '.join(ROW_BY_NAME)}, cluster; implementations: {', '.join(BY_KEY)}",
+              file=sys.stderr)
         return 2
     window = args.window or DEFAULT_WINDOW_S
     cells = run_compare(rows, implementations, window=window)
+    cluster_row = run_cluster_row(implementations, short=args.short) if cluster else None
     print()
-    print(matrix_text(cells))
+    if cells:
+        print(matrix_text(cells))
+    if cluster_row:
+        print("\n".join(cluster_row.lines))
     command = " ".join(["python -m lab compare", *sys.argv[2:]])
     path = args.report or ROOT / "artifacts" / "lab" / "compare.html"
-    written = write_compare_report(cells, path, command=command, measured=time.strftime("%Y-%m-%d %H:%M"))
+    written = write_compare_report(cells, path, command=command, measured=time.strftime("%Y-%m-%d %H:%M"),
+                                   cluster=cluster_row)
     print(f"\nreport: {written}")
     ours = [cell for cell in cells if cell.implementation.key == "ours" and cell.verdict != "SOLVED"]
+    if cluster_row and cluster_row.verdicts.get("ours", "SOLVED") != "SOLVED":
+        ours.append("cluster")
     if ours:
         print(f"\n{len(ours)} of our cells FAILED: logs in artifacts/logs/", file=sys.stderr)
     return 1 if ours else 0
@@ -141,7 +151,11 @@ def main(argv=None):
         command.add_argument("--report", metavar="PATH", help="write the HTML report here "
                              "(default: artifacts/lab/report-<time>.html and artifacts/lab/latest.html)")
     compare = commands.add_parser("compare", help="the scenarios against bare Dramatiq, Celery and ours")
-    compare.add_argument("--scenarios", help="comma-separated (default: every compared scenario)")
+    compare.add_argument("--scenarios", help="comma-separated, cluster among them if wanted "
+                         "(default: every compared scenario)")
+    compare.add_argument("--cluster", action="store_true", help="add lab cluster's scenario: every column on one "
+                         "three-node lab cluster that loses a node under load (about 2 minutes more)")
+    compare.add_argument("--short", action="store_true", help="the cluster scenario's shorter phases")
     compare.add_argument("--implementations", default="dramatiq,celery,ours",
                          help="comma-separated columns (default: dramatiq,celery,ours)")
     compare.add_argument("--window", type=float, help="longest wait for a cell to drain, in s (default 30)")

@@ -14,33 +14,24 @@ dead-letter queue, the answers to the requests.
 The same outages hit both stacks at the same moments, side by side.
 Everything started is stopped at the end, the lab nodes included; the
 machine's own RabbitMQ is never touched.
+
+``lab compare --cluster`` runs the same scenario with other columns: the
+peers (lab/peers/cluster.py) beside our quorum stack (lab/cluster_sides.py
+says what a side is).
 """
 
-import secrets
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg2
-import requests
 
 from db.database import connect_params
-from harness import ROOT, Stack, queue_depth
+from harness import queue_depth
 
+from .cluster_sides import FOLLOWERS_PER_REQUEST, OurSide
 from .rabbit_nodes import LabCluster
-
-CLUSTER_ENV = {
-    "FOLLOWERS_PER_MESSAGE": "5",
-    "FAULT_UNIT_DELAY_MS": "30",  # units take a while: every outage meets some in flight
-    "PASSWORD_HASH_COST": "1024",
-    "MAX_RETRIES": "20",
-    "MIN_BACKOFF_MS": "200",
-    "MAX_BACKOFF_MS": "2000",
-    "BROKER_TIMEOUT_S": "3",
-}
-FOLLOWERS_PER_REQUEST = 20  # 4 units
 
 
 @dataclass
@@ -60,24 +51,6 @@ class Timing:
         return cls(warmup=4, down=3, between=2, tail=3, request_interval=0.3, settle=12, drain_limit=40)
 
 
-@dataclass
-class Side:
-    """One queue type under load: its stack and what its client saw."""
-
-    queue_type: str
-    stack: Stack
-    users: list = field(default_factory=list)
-    accepted: dict = field(default_factory=dict)  # job id -> followers requested
-    refused: int = 0
-    refusals: list = field(default_factory=list)  # the first few, to show
-    done_units: int = 0
-    total_units: int = 0
-    failed_units: int = 0
-    last_progress: float = field(default_factory=time.monotonic)
-    longest_stall: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
 def log(text):
     print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
 
@@ -88,21 +61,7 @@ def log(text):
 def send_load(side, stop, interval):
     number = 0
     while not stop.is_set():
-        user = side.users[number % len(side.users)]
-        body = {"userId": user, "followersLogin": f"{side.queue_type[:2]}{number}", "count": FOLLOWERS_PER_REQUEST,
-                "async": 1}
-        try:
-            response = side.stack.post("/api/v1/add-followers", data=body, timeout=30)
-            status, text = response.status_code, response.text[:200]
-        except requests.RequestException as error:
-            status, text = None, repr(error)
-        with side.lock:
-            if status == 202:
-                side.accepted[response.json()["jobId"]] = FOLLOWERS_PER_REQUEST
-            else:
-                side.refused += 1
-                if len(side.refusals) < 3:
-                    side.refusals.append(f"{status}: {text}")
+        side.send(number)
         number += 1
         stop.wait(interval)
 
@@ -114,7 +73,7 @@ class Progress:
     def __init__(self, sides):
         self.sides = sides
         self.sampled_at = float("-inf")  # when the last sample began
-        self.conns = {side.queue_type: self._connect(side) for side in sides}
+        self.conns = {side.name: self._connect(side) for side in sides}
 
     @staticmethod
     def _connect(side):
@@ -128,15 +87,8 @@ class Progress:
         for side in self.sides:
             with side.lock:
                 job_ids = list(side.accepted)
-            with self.conns[side.queue_type].cursor() as cursor:
-                cursor.execute("SELECT coalesce(sum(units), 0) FROM jobs WHERE id = ANY(%s)", (job_ids,))
-                total = cursor.fetchone()[0]
-                cursor.execute(
-                    "SELECT count(*) FILTER (WHERE status = 'done'), count(*) FILTER (WHERE status = 'failed') "
-                    "FROM job_units WHERE job_id = ANY(%s)",
-                    (job_ids,),
-                )
-                done, failed = cursor.fetchone()
+            with self.conns[side.name].cursor() as cursor:
+                done, failed, total = side.progress(cursor, job_ids)
             if done > side.done_units or done + failed >= total:
                 side.last_progress = now
             side.longest_stall = max(side.longest_stall, now - side.last_progress)
@@ -146,10 +98,8 @@ class Progress:
         while not stop.wait(interval):
             self.sample()
 
-    def followers(self, side):
-        with self.conns[side.queue_type].cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM subscriptions WHERE author_id = ANY(%s)", (side.users,))
-            return cursor.fetchone()[0]
+    def cursor(self, side):
+        return self.conns[side.name].cursor()
 
     def close(self):
         for conn in self.conns.values():
@@ -159,17 +109,29 @@ class Progress:
 # --- The run -------------------------------------------------------------------
 
 
-def run_cluster(*, queue_types=("classic", "quorum"), timing=None):
-    """Returns (report lines, passed, what each side saw, verdicts)."""
+def our_sides(queue_types):
+    """Starters of our stacks, one a queue type: classic is expected to
+    reproduce the loss, quorum to solve it."""
+    return [lambda cluster, queue_type=queue_type: OurSide.start(
+        cluster, queue_type, expect="REPRODUCED" if queue_type == "classic" else "SOLVED")
+        for queue_type in queue_types]
+
+
+def run_cluster(*, queue_types=("classic", "quorum"), timing=None, sides=None, header="queue type"):
+    """Returns (report lines, passed, what each side saw, verdicts).
+    ``sides`` (starters, each taking the cluster and returning a started
+    Side) replaces our stacks on ``queue_types``: lab compare's columns."""
     timing = timing or Timing()
+    starters = sides or our_sides(queue_types)
     started = time.monotonic()
     cluster = LabCluster(log=log)
     sides = []
     progress = None
     try:
         cluster.start()
-        for queue_type in queue_types:
-            sides.append(_start_side(cluster, queue_type))
+        for start in starters:
+            sides.append(start(cluster))
+            log(f"{sides[-1].name}: started on the three nodes (logs: {sides[-1].stack.log_dir})")
         progress = Progress(sides)
         stop_load, stop_watch = threading.Event(), threading.Event()
         threads = [threading.Thread(target=send_load, args=(side, stop_load, timing.request_interval), daemon=True)
@@ -178,56 +140,35 @@ def run_cluster(*, queue_types=("classic", "quorum"), timing=None):
         for thread in threads:
             thread.start()
         log(f"load: an async request of {FOLLOWERS_PER_REQUEST} followers every {timing.request_interval:g} s "
-            f"to each of {', '.join(side.queue_type for side in sides)}")
+            f"to each of {', '.join(side.name for side in sides)}")
         outages = _outages(cluster, sides, timing)
         stop_load.set()
         for thread in threads[:-1]:
             thread.join(35)
-        log("load stopped; waiting for the accepted jobs to finish")
+        log("load stopped; waiting for the accepted work to finish")
         _drain(sides, progress, timing)
         stop_watch.set()
         threads[-1].join(5)
         progress.sample()
-        lines, passed, seen, verdicts = _report(sides, progress, outages, time.monotonic() - started)
+        lines, passed, seen, verdicts = _report(sides, progress, outages, time.monotonic() - started, header)
         for side in sides:
-            if seen[side.queue_type]["lost"]:
+            if seen[side.name]["lost"]:
                 lines += _where_left(cluster, side, progress)
         return lines, passed, seen, verdicts
     finally:
         if progress is not None:
             progress.close()
         for side in sides:
-            side.stack.stop()
+            side.stop()
         cluster.destroy()
         log(f"stopped every process of the run and the lab nodes ({cluster.dir} keeps their logs)")
 
 
-def _start_side(cluster, queue_type):
-    stack = Stack(
-        f"cluster_{queue_type}",
-        env={**CLUSTER_ENV, "RABBITMQ_URL": cluster.urls, "QUEUE_TYPE": queue_type},
-        processes=2, threads=2, api_workers=1, supervise=True, stop_timeout=3,
-        api_token=secrets.token_urlsafe(16),
-        workers_module="lab.workers",  # the production actors, with the lab's fault middleware (the unit delay)
-    )
-    stack.reset(fresh=False)
-    # Declared through the first node: it leads the quorum queue, hosts the classic one.
-    subprocess.run(
-        [sys.executable, "-m", "actors.topology", "declare"], cwd=ROOT, check=True, capture_output=True,
-        env={**stack.env, "RABBITMQ_URL": cluster.nodes[0].url}, timeout=60,
-    )
-    stack.start()
-    side = Side(queue_type, stack)
-    for number in range(2):
-        response = stack.post("/api/v1/users", json={"login": f"cluster_user{number}", "password": "pw", "age": 30})
-        side.users.append(response.json()["id"])
-    log(f"{queue_type}: API {stack.url} and 2 supervised worker processes on the three nodes")
-    return side
-
-
 def _leader(cluster, sides):
-    """The node leading the work queue: the quorum one's if there is one."""
-    side = next((side for side in sides if side.queue_type == "quorum"), sides[0])
+    """The node leading the work queue: our quorum stack's if there is one,
+    else the first quorum side's, else where the first side's queue is."""
+    quorum = [side for side in sides if side.stack.env.get("QUEUE_TYPE") != "classic"]
+    side = next((side for side in quorum if isinstance(side, OurSide)), quorum[0] if quorum else sides[0])
     return cluster.queue_home(side.stack.queue_name)
 
 
@@ -279,7 +220,7 @@ def _drain(sides, progress, timing):
             return
         if now - last_report >= 2:
             last_report = now
-            log("    " + "  ".join(f"{s.queue_type}: {s.done_units + s.failed_units}/{s.total_units} units"
+            log("    " + "  ".join(f"{s.name}: {s.done_units + s.failed_units}/{s.total_units} units"
                                    for s in sides))
         time.sleep(0.5)
 
@@ -288,7 +229,7 @@ def _drain(sides, progress, timing):
 
 
 def _judge(side, seen):
-    if side.queue_type == "classic":
+    if side.expect == "REPRODUCED":
         reproduced = seen["lost"] > 0 or seen["refused"] > 0 or seen["stall"] >= seen["first_down"] / 2
         return "REPRODUCED" if reproduced else "FAILED"
     solved = (seen["lost"] == 0 and seen["duplicated"] == 0 and seen["refused"] == 0 and seen["dead"] == 0
@@ -298,24 +239,16 @@ def _judge(side, seen):
 
 def _observe(side, progress, first_down):
     expected = sum(side.accepted.values())
-    created = progress.followers(side)
-    with progress.conns[side.queue_type].cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT count(*) FROM jobs j WHERE j.id = ANY(%s)
-              AND j.units = (SELECT count(*) FROM job_units u WHERE u.job_id = j.id AND u.status = 'done')
-            """,
-            (list(side.accepted),),
-        )
-        done = cursor.fetchone()[0]
-    logs = "".join(path.read_text(errors="replace") for path in (side.stack.log_dir / "api.log",
-                                                                  side.stack.log_dir / "workers.log") if path.exists())
+    with progress.cursor(side) as cursor:
+        created = side.created(cursor)
+        duplicated = side.duplicated(cursor, created, expected)
+        done = side.requests_done(cursor)
     return {
-        "resent": logs.count("messages of the batch (nack)") + logs.count("RabbitMQ did not confirm"),
+        "resent": side.resent(),
         "accepted": len(side.accepted),
         "done": done,
         "lost": side.total_units - side.done_units - side.failed_units,
-        "duplicated": max(0, created - expected),
+        "duplicated": duplicated,
         "dead": side.failed_units + queue_depth(f"{side.stack.queue_name}.XQ", url=side.stack.rabbitmq_url),
         "refused": side.refused,
         "stall": side.longest_stall,
@@ -324,47 +257,22 @@ def _observe(side, progress, first_down):
 
 
 def _where_left(cluster, side, progress):
-    """Where the units that did not finish are: for a run that left some,
-    so that its log says what to look at."""
-    with progress.conns[side.queue_type].cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT count(*), count(*) FILTER (WHERE NOT j.enqueued),
-                   coalesce(sum(j.units - (SELECT count(*) FROM job_units u WHERE u.job_id = j.id)), 0)
-            FROM jobs j WHERE j.id = ANY(%s)
-              AND j.units > (SELECT count(*) FROM job_units u WHERE u.job_id = j.id AND u.status = 'done')
-            """,
-            (list(side.accepted),),
-        )
-        jobs, unsplit, units = cursor.fetchone()
-        cursor.execute("SELECT count(*) FROM outbox")
-        outbox = cursor.fetchone()[0]
-        cursor.execute("SELECT count(*), coalesce(max(starts), 0) FROM delivery_attempts")
-        redelivered, most = cursor.fetchone()
-        # A relay holds the rows it claimed until RabbitMQ takes them: a
-        # transaction open for long is a relay waiting on the broker.
-        cursor.execute(
-            "SELECT count(*), coalesce(max(extract(epoch FROM now() - xact_start)), 0) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND state = 'idle in transaction'"
-        )
-        waiting, longest = cursor.fetchone()
-    lines = [f"{side.queue_type}: {jobs} jobs unfinished ({unsplit} not yet split), {units} units not done; "
-             f"{outbox} messages still in the outbox; {redelivered} messages redelivered (most starts: {most}); "
-             f"{waiting} transactions idle in transaction (the oldest {longest:.0f} s)"]
+    with progress.cursor(side) as cursor:
+        lines = [f"{side.name}: {side.where_left(cursor)}"]
     for row in cluster.queue_rows(side.stack.queue_name):
-        lines.append(f"{side.queue_type}:   {row['name']} ({row['type']}, leader {row.get('leader') or '-'}): "
+        lines.append(f"{side.name}:   {row['name']} ({row['type']}, leader {row.get('leader') or '-'}): "
                      f"{row['messages_ready']} ready, {row['messages_unacknowledged']} unacked, "
                      f"{row['consumers']} consumers")
     return lines
 
 
-def _report(sides, progress, outages, elapsed):
+def _report(sides, progress, outages, elapsed, header):
     first_down = outages[0][2]
-    seen = {side.queue_type: _observe(side, progress, first_down) for side in sides}
-    verdicts = {side.queue_type: _judge(side, seen[side.queue_type]) for side in sides}
+    seen = {side.name: _observe(side, progress, first_down) for side in sides}
+    verdicts = {side.name: _judge(side, seen[side.name]) for side in sides}
     rows = [
-        ("jobs accepted (202)", "accepted", "{}"),
-        ("jobs done", "done", "{}"),
+        ("requests accepted", "accepted", "{}"),
+        ("requests done", "done", "{}"),
         ("units lost or stuck", "lost", "{}"),
         ("followers duplicated", "duplicated", "{}"),
         ("dead-lettered", "dead", "{}"),
@@ -373,16 +281,19 @@ def _report(sides, progress, outages, elapsed):
         ("longest without progress", "stall", "{:.1f} s"),
     ]
     width = max(len(label) for label, _, _ in rows) + 2
-    lines = ["", "queue type".ljust(width) + "".join(f"{side.queue_type:>14}" for side in sides)]
+    column = max(14, *(len(side.name) + 2 for side in sides))
+    lines = ["", header.ljust(width) + "".join(f"{side.name:>{column}}" for side in sides)]
     for label, key, fmt in rows:
-        lines.append(label.ljust(width) + "".join(f"{fmt.format(seen[s.queue_type][key]):>14}" for s in sides))
-    lines.append("verdict".ljust(width) + "".join(f"{verdicts[s.queue_type]:>14}" for s in sides))
+        lines.append(label.ljust(width) + "".join(f"{fmt.format(seen[s.name][key]):>{column}}" for s in sides))
+    lines.append("verdict".ljust(width) + "".join(f"{verdicts[s.name]:>{column}}" for s in sides))
     lines.append("")
     lines += [f"{what:<10} {node}, down {down:.1f} s" for what, node, down in outages]
     for side in sides:
         for refusal in side.refusals:
-            lines.append(f"{side.queue_type} refused: {refusal}")
-    lines.append(f"whole run {elapsed:.0f} s; expected: classic REPRODUCED (stuck or lost while its node is down), "
-                 "quorum SOLVED (nothing lost or doubled, intake never refused)")
-    passed = all(verdicts[s.queue_type] in ("REPRODUCED", "SOLVED") for s in sides)
+            lines.append(f"{side.name} refused: {refusal}")
+    lines.append(f"whole run {elapsed:.0f} s; wanted: "
+                 + ", ".join(f"{side.name} {side.expect}" for side in sides)
+                 + " (REPRODUCED: stuck or lost while its node is down; SOLVED: nothing lost or doubled, "
+                 "intake never refused)")
+    passed = all(verdicts[s.name] == s.expect for s in sides)
     return lines, passed, seen, verdicts

@@ -15,6 +15,12 @@ its publishes, so its process is SIGKILLed between two of them (as often
 as ours, ``FAULT_API_KILL_PERCENT``), and a new one takes the next
 request. The row asks that no request be left half done.
 
+``--cluster`` adds `lab cluster`'s scenario (lab/cluster.py): one lab
+cluster, every column on it side by side (lab/peers/cluster.py says each
+peer's queues), the same node stopped and SIGKILLed under the same load,
+each judged as the quorum side is: every request taken is done whole,
+nothing doubled, dead-lettered or refused.
+
 Adding a row: add a ``Row(name, judge)`` to ROWS, where ``name`` is a lab
 scenario and ``judge`` takes the cell's Facts and returns (solved, text).
 The peers' runner already honours a scenario's ``disturbances``, ``pace``,
@@ -33,6 +39,7 @@ import settings
 from db.database import connect_params
 from harness import database_url, queue_depth, wait_for
 
+from .peers.cluster import QUEUE_TYPES
 from .peers.runner import Peer, run_peer
 from .runner import log, run
 from .scenarios import BY_NAME, HARD_LIMIT_S
@@ -266,6 +273,38 @@ def _rabbitmq_answers():
         return True
     except pika.exceptions.AMQPConnectionError:
         return False
+
+
+@dataclass
+class ClusterRow:
+    """``lab cluster`` with every column side by side: its table, and a
+    verdict with what was seen for each implementation's key."""
+
+    lines: list
+    verdicts: dict  # implementation key -> "SOLVED" | "FAILED"
+    observed: dict  # implementation key -> text
+
+
+def run_cluster_row(implementations, *, short=False):
+    from .cluster import Timing, our_sides, run_cluster
+    from .peers.cluster import peer_sides
+
+    peers = [implementation for implementation in implementations if implementation.key != "ours"]
+    ours = BY_KEY["ours"] in implementations
+    starters = peer_sides(peers) + (our_sides(["quorum"]) if ours else [])
+    columns = [(peer.key, f"{peer.label} ({QUEUE_TYPES[peer.key]})") for peer in peers] + (
+        [("ours", "quorum")] if ours else [])  # each side's name in lab cluster's table
+    log(f"--- cluster: a RabbitMQ node lost under load, {', '.join(i.label for i in implementations)} side by side")
+    lines, _, seen, verdicts = run_cluster(sides=starters, timing=Timing.short() if short else None,
+                                           header="implementation")
+    row = ClusterRow(lines, {}, {})
+    for key, name in columns:
+        f = seen[name]
+        row.verdicts[key] = "SOLVED" if verdicts[name] == "SOLVED" else "FAILED"
+        row.observed[key] = (f"{f['done']} of {f['accepted']} requests taken done whole; {f['lost']} followers "
+                             f"lost or stuck; {f['duplicated']} duplicate runs; {f['dead']} dead-lettered; "
+                             f"{f['refused']} requests refused; longest without progress {f['stall']:.1f} s")
+    return row
 
 
 def matrix_text(cells):

@@ -42,6 +42,27 @@ def render_matrix(cells, *, command="", measured=""):
             "queues and the workers' delivery rows showed. Below: every run, with its timeline.</div>")
 
 
-def write_compare_report(cells, path, *, command="", measured=""):
+def render_cluster(row, implementations):
+    """lab cluster's scenario, every column side by side: a verdict each,
+    then the run's own table."""
+    tds = "".join(
+        f'<td class="cell" data-scenario="cluster" data-implementation="{escape(i.key)}">'
+        f'<span class="verdict {row.verdicts[i.key]}">{row.verdicts[i.key]}</span>'
+        f'<div class="facts">{escape(row.observed[i.key])}</div></td>'
+        for i in implementations if i.key in row.verdicts)
+    head = "".join(f"<th>{escape(i.label)}</th>" for i in implementations if i.key in row.verdicts)
+    return (f'<h2 style="margin-top:14px">A RabbitMQ node lost under load</h2>'
+            f'<table class="matrix"><thead><tr><th>scenario</th>{head}</tr></thead><tbody><tr>'
+            '<td><b>cluster</b><div class="asks">a three-node lab cluster: the node leading the work queue '
+            f'stopped, the next SIGKILLed, under continuous load</div></td>{tds}</tr></tbody></table>'
+            f'<pre>{escape(chr(10).join(row.lines))}</pre>')
+
+
+def write_compare_report(cells, path, *, command="", measured="", cluster=None):
+    from .compare import IMPLEMENTATIONS
+
+    before = render_matrix(cells, command=command, measured=measured) if cells else ""
+    if cluster is not None:
+        before += render_cluster(cluster, IMPLEMENTATIONS)
     return write_report([cell.result for cell in cells], path, title="Failure lab: the peers compared",
-                        before=render_matrix(cells, command=command, measured=measured))
+                        before=before)

@@ -24,6 +24,9 @@ QUEUE = settings.QUEUE_NAME
 #: name as Dramatiq's dead-letter queue, so the lab reads both alike.
 DEAD_LETTERS = f"{QUEUE}.XQ"
 
+#: The queue type, for the work queue and the dead letters alike.
+QUEUE_ARGUMENTS = {"x-queue-type": "quorum"} if settings.QUEUE_TYPE == "quorum" else {}
+
 app = Celery("followers_peer", broker=settings.RABBITMQ_URL)
 app.conf.update(
     # configuration#task-acks-late: ack after the task ran, so a worker that
@@ -58,8 +61,12 @@ app.conf.update(
     task_ignore_result=True,  # nothing reads results; no result backend
     # The dead-letter exchange Celery's docs point to for rejected messages
     # (tasks#reject, "dead letter exchanges"): RabbitMQ's DLX arguments.
+    # On a cluster (lab compare --cluster, QUEUE_TYPE=quorum) a quorum queue,
+    # declared as the routing guide shows (userguide/routing.html, "Using
+    # Quorum Queues": x-queue-type); Celery then turns global QoS off itself
+    # (configuration#worker-detect-quorum-queues). Elsewhere a classic one.
     task_queues=[Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE, queue_arguments={
-        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": DEAD_LETTERS})],
+        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": DEAD_LETTERS, **QUEUE_ARGUMENTS})],
     task_default_queue=QUEUE,
     task_default_exchange=QUEUE,
     task_default_routing_key=QUEUE,
@@ -121,4 +128,4 @@ def _delivery_ended(task_id=None, state=None, retval=None, **_):
 @signals.worker_init.connect
 def _declare_dead_letters(**_):
     with app.connection_for_write() as connection:
-        Queue(DEAD_LETTERS, durable=True)(connection.default_channel).declare()
+        Queue(DEAD_LETTERS, durable=True, queue_arguments=QUEUE_ARGUMENTS)(connection.default_channel).declare()

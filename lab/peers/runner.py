@@ -79,7 +79,7 @@ class PeerStack(Stack):
 
     def wait_workers_ready(self, timeout=45):
         wanted = self.peer.consumers(self)
-        return wait_for(lambda: consumer_count(self.queue_name) >= wanted, timeout=timeout,
+        return wait_for(lambda: consumer_count(self.queue_name, url=self.rabbitmq_url) >= wanted, timeout=timeout,
                         what=f"{self.peer.label} consuming {self.queue_name} (log: {self.log_dir}/workers.log)")
 
 
@@ -122,7 +122,10 @@ def run_peer(peer, scenario, *, window, progress=True, stack_name=None):
     """Run ``scenario`` with the settings of its robust mode against ``peer``;
     returns a lab.runner.Result whose verdict the caller gives."""
     mode = scenario.modes["robust"]
-    stack = PeerStack(peer, stack_name or f"compare_{peer.name}", env={**COMMON_ENV, **scenario.env, **mode.env},
+    # Classic queues on one node, as every row was measured (a quorum queue
+    # is what a cluster calls for: lab.peers.cluster gives Celery one there).
+    env = {**COMMON_ENV, "QUEUE_TYPE": "classic", **scenario.env, **mode.env}
+    stack = PeerStack(peer, stack_name or f"compare_{peer.name}", env=env,
                       processes=mode.processes, threads=mode.threads, supervise=True, stop_timeout=3)
     log(f"--- {scenario.name} ({scenario.original}), {peer.label}: {scenario.title}")
     try:
