@@ -39,7 +39,8 @@ import settings
 from db.database import connect_params
 from harness import database_url, queue_depth, wait_for
 
-from .peers.cluster import QUEUE_TYPES
+from .cluster import Timing, our_sides, run_cluster
+from .peers.cluster import QUEUE_TYPES, peer_sides
 from .peers.runner import Peer, run_peer
 from .runner import log, run
 from .scenarios import BY_NAME, HARD_LIMIT_S
@@ -286,9 +287,6 @@ class ClusterRow:
 
 
 def run_cluster_row(implementations, *, short=False):
-    from .cluster import Timing, our_sides, run_cluster
-    from .peers.cluster import peer_sides
-
     peers = [implementation for implementation in implementations if implementation.key != "ours"]
     ours = BY_KEY["ours"] in implementations
     starters = peer_sides(peers) + (our_sides(["quorum"]) if ours else [])
@@ -301,7 +299,7 @@ def run_cluster_row(implementations, *, short=False):
     for key, name in columns:
         f = seen[name]
         row.verdicts[key] = "SOLVED" if verdicts[name] == "SOLVED" else "FAILED"
-        row.observed[key] = (f"{f['done']} of {f['accepted']} requests taken done whole; {f['lost']} followers "
+        row.observed[key] = (f"{f['done']} of {f['accepted']} requests taken done whole; {f['lost']} units "
                              f"lost or stuck; {f['duplicated']} duplicate runs; {f['dead']} dead-lettered; "
                              f"{f['refused']} requests refused; longest without progress {f['stall']:.1f} s")
     return row
