@@ -101,6 +101,8 @@ class ConfirmedChannel:
     def _until(self, done, what):
         deadline = time.monotonic() + self.timeout
         while not done():
+            if self.channel.is_closed:  # by the broker: nothing more will be confirmed on it
+                raise NotConfirmed(f"RabbitMQ closed the channel before it confirmed {what}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise NotConfirmed(f"RabbitMQ did not confirm {what} within {self.timeout:g} s")

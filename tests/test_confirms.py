@@ -5,6 +5,8 @@ deleting them as sent. (AMQP transactions, used before, reported such
 messages committed on a quorum queue changing leader: see
 tests/test_cluster.py and docs/scaling.md.)"""
 
+import time
+
 import pika
 import pytest
 
@@ -85,4 +87,21 @@ def test_the_relay_keeps_the_rows_of_a_refused_batch_and_sends_them_later(db, co
         assert Outbox.backlog()[0] == 0 and queue_depth(queue) == 5
     finally:
         publisher.close()
+        delete_queues(queue)
+
+
+def test_a_channel_the_broker_closes_fails_its_batch_at_once(connection):
+    """RabbitMQ closes a channel on a message it cannot take (here an
+    expiration that is not a number): the batch fails then, not after the
+    whole timeout."""
+    queue = f"{settings.QUEUE_NAME}_closing"
+    connection.channel().queue_declare(queue, durable=True)
+    try:
+        channel = ConfirmedChannel(connection.channel(), timeout=30)
+        channel.publish(queue, b"x", pika.BasicProperties(delivery_mode=2, expiration="not a number"))
+        started = time.monotonic()
+        with pytest.raises(NotConfirmed, match="closed the channel"):
+            channel.wait()
+        assert time.monotonic() - started < 10
+    finally:
         delete_queues(queue)
