@@ -101,12 +101,11 @@ def cmd_compare(args):
     written = write_compare_report(cells, path, command=command, measured=time.strftime("%Y-%m-%d %H:%M"),
                                    cluster=cluster_row)
     print(f"\nreport: {written}")
-    ours = [cell for cell in cells if cell.implementation.key == "ours" and cell.verdict != "SOLVED"]
-    if cluster_row and cluster_row.verdicts.get("ours", "SOLVED") != "SOLVED":
-        ours.append("cluster")
-    if ours:
-        print(f"\n{len(ours)} of our cells FAILED: logs in artifacts/logs/", file=sys.stderr)
-    return 1 if ours else 0
+    failed = sum(cell.implementation.key == "ours" and cell.verdict != "SOLVED" for cell in cells)
+    failed += bool(cluster_row) and cluster_row.verdicts.get("ours", "SOLVED") != "SOLVED"
+    if failed:
+        print(f"\n{failed} of our cells FAILED: logs in artifacts/logs/", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_chaos(args):

@@ -86,9 +86,9 @@ class Progress:
         self.sampled_at = now
         for side in self.sides:
             with side.lock:
-                job_ids = list(side.accepted)
+                accepted = list(side.accepted)
             with self.conns[side.name].cursor() as cursor:
-                done, failed, total = side.progress(cursor, job_ids)
+                done, failed, total = side.progress(cursor, accepted)
             if done > side.done_units or done + failed >= total:
                 side.last_progress = now
             side.longest_stall = max(side.longest_stall, now - side.last_progress)

@@ -40,7 +40,7 @@ from db.database import connect_params
 from harness import database_url, queue_depth, wait_for
 
 from .cluster import Timing, our_sides, run_cluster
-from .peers.cluster import QUEUE_TYPES, peer_sides
+from .peers.cluster import peer_sides, side_name
 from .peers.runner import Peer, run_peer
 from .runner import log, run
 from .scenarios import BY_NAME, HARD_LIMIT_S
@@ -290,7 +290,7 @@ def run_cluster_row(implementations, *, short=False):
     peers = [implementation for implementation in implementations if implementation.key != "ours"]
     ours = BY_KEY["ours"] in implementations
     starters = peer_sides(peers) + (our_sides(["quorum"]) if ours else [])
-    columns = [(peer.key, f"{peer.label} ({QUEUE_TYPES[peer.key]})") for peer in peers] + (
+    columns = [(peer.key, side_name(peer.key, peer.label)) for peer in peers] + (
         [("ours", "quorum")] if ours else [])  # each side's name in lab cluster's table
     log(f"--- cluster: a RabbitMQ node lost under load, {', '.join(i.label for i in implementations)} side by side")
     lines, _, seen, verdicts = run_cluster(sides=starters, timing=Timing.short() if short else None,

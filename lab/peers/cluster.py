@@ -14,18 +14,19 @@ A request is taken when the intake answers it without a refusal: it is
 then expected whole, each follower once.
 """
 
-import psycopg2
-
-from db.database import connect_params
 from lab.cluster_sides import CLUSTER_ENV, FOLLOWERS_PER_REQUEST, Side
 from lab.scenarios import COMMON_ENV
 
-from .deliveries import create_table
 from .observe import PeerObserver
 from .runner import Intake, Peer, PeerStack
 
 QUEUE_TYPES = {"dramatiq": "classic", "celery": "quorum"}
 UNIT_SIZE = int(CLUSTER_ENV["FOLLOWERS_PER_MESSAGE"])
+
+
+def side_name(key, label):
+    """A peer's column in lab cluster's table: its label and its queues."""
+    return f"{label} ({QUEUE_TYPES[key]})"
 
 
 class PeerSide(Side):
@@ -36,17 +37,9 @@ class PeerSide(Side):
             **COMMON_ENV, **CLUSTER_ENV, "RABBITMQ_URL": cluster.urls, "QUEUE_TYPE": queue_type,
         }, processes=2, threads=2, supervise=True, stop_timeout=3)
         stack.reset(fresh=False)
-        connection = psycopg2.connect(**connect_params(stack.database_url))
-        try:
-            with connection, connection.cursor() as cursor:
-                create_table(cursor)
-        finally:
-            connection.close()
-        stack.start_workers()
-        stack.wait_workers_ready()
-        side = cls(f"{peer.label} ({queue_type})", stack, expect="SOLVED")
+        stack.start()
+        side = cls(side_name(peer.name, peer.label), stack, expect="SOLVED")
         side.intake = Intake(peer, stack)
-        side.user_ids = set()
         return side
 
     def submit(self, number):
@@ -57,7 +50,6 @@ class PeerSide(Side):
             return None, str(error)
         if answer is None:
             return None, "the intake was killed"
-        self.user_ids.add(answer["userId"])
         if answer["refused"] is not None:
             return None, answer["refused"]
         return followers_login, None

@@ -69,6 +69,19 @@ class PeerStack(Stack):
         super().__init__(name, **options)
         self.peer = peer
 
+    def start(self):
+        """The lab's delivery table, then the peer's workers, consuming (a
+        peer has no API: its intake is lab.peers.intake, started apart)."""
+        connection = psycopg2.connect(**connect_params(self.database_url))
+        try:
+            with connection, connection.cursor() as cursor:
+                create_table(cursor)
+        finally:
+            connection.close()
+        self.start_workers()
+        self.wait_workers_ready()
+        return self
+
     def start_workers(self):
         self.workers = Process("workers", self.peer.argv(self), env=self.env,
                                log_path=self.log_dir / "workers.log").start()
@@ -130,14 +143,7 @@ def run_peer(peer, scenario, *, window, progress=True, stack_name=None):
     log(f"--- {scenario.name} ({scenario.original}), {peer.label}: {scenario.title}")
     try:
         stack.reset(fresh=False)
-        connection = psycopg2.connect(**connect_params(stack.database_url))
-        try:
-            with connection, connection.cursor() as cursor:
-                create_table(cursor)
-        finally:
-            connection.close()
-        stack.start_workers()
-        stack.wait_workers_ready()
+        stack.start()
         return _drive(peer, scenario, mode, stack, window, progress)
     finally:
         stack.stop()
