@@ -161,7 +161,7 @@ def run_cluster(*, queue_types=("classic", "quorum"), timing=None, sides=None, h
         for side in sides:
             side.stop()
         cluster.destroy()
-        log(f"stopped every process of the run and the lab nodes ({cluster.dir} keeps their logs)")
+        log(f"stopped every process of the run and the lab nodes ({cluster.logs_dir} keeps their logs)")
 
 
 def _leader(cluster, sides):

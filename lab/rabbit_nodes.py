@@ -2,8 +2,12 @@
 ``rabbitmq-server`` beside the machine's own node, which it never touches.
 
 Each node has its own name (``<STACK_PREFIX>lab<i>@localhost``), AMQP and
-distribution ports, config, data, logs and PID file under
-``artifacts/cluster/``, and an Erlang cookie of its own: no lab node can
+distribution ports, config, data, logs and PID file under a folder of the
+run (``run_dir()``, in the system's temporary folder, since the nodes run as
+the ``rabbitmq`` user, who may not be able to reach into a checkout under
+a private folder: a clone in ``mktemp -d`` failed to boot its nodes), whose
+logs are kept in ``artifacts/cluster/`` when the run ends, and an Erlang
+cookie of its own: no lab node can
 even talk to the machine's ``rabbit@localhost``, let alone join it. Every
 ``rabbitmqctl`` call names a lab node, and ``_ctl`` refuses any other name.
 The nodes join each other by classic config peer discovery: the first
@@ -16,6 +20,7 @@ machine's node), so the lab runs the scripts behind them,
 a ``RABBITMQ_CONF_ENV_FILE`` of its own; the directories belong to it.
 """
 
+import hashlib
 import json
 import os
 import pwd
@@ -25,6 +30,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,6 +49,12 @@ def _script(name):
     if not found:
         raise RuntimeError(f"{name} is not installed: apt-get install rabbitmq-server (the lab cluster needs it)")
     return found
+
+
+def run_dir():
+    """Where this checkout's lab nodes keep their files while they run."""
+    checkout = hashlib.sha1(str(ROOT).encode()).hexdigest()[:8]
+    return Path(tempfile.gettempdir()) / f"{settings.STACK_PREFIX}followers-lab-cluster-{checkout}"
 
 
 def _lab_ports(count):
@@ -98,6 +110,18 @@ class LabNode:
         return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
 
     @property
+    def logs(self):
+        """Where its logs are kept once the run ends."""
+        return self.cluster.logs_dir / self.short
+
+    def keep_logs(self):
+        if (self.dir / "log").exists():
+            shutil.copytree(self.dir / "log", self.logs)
+        if (self.dir / "server.out").exists():
+            self.logs.mkdir(parents=True, exist_ok=True)
+            shutil.copy(self.dir / "server.out", self.logs / "server.out")
+
+    @property
     def pid_file(self):
         return self.dir / "rabbitmq.pid"
 
@@ -150,10 +174,10 @@ class LabNode:
     def wait_up(self, timeout=BOOT_TIMEOUT_S):
         def booted():
             if self.popen is not None and self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited while booting; see {self.dir / 'log'}")
+                raise RuntimeError(f"{self.name} exited while booting; see {self.logs}")
             return self.up and self.beam_pid() is not None  # its own VM answering, not another listener
 
-        wait_for(booted, timeout=timeout, what=f"{self.name} to boot (logs: {self.dir / 'log'})", interval=0.3)
+        wait_for(booted, timeout=timeout, what=f"{self.name} to boot (logs: {self.logs})", interval=0.3)
 
     def beam_pid(self):
         """The PID of this node's Erlang VM while it runs, else None (a PID
@@ -209,7 +233,8 @@ class LabCluster:
 
     def __init__(self, *, size=3, log=print):
         self.prefix = settings.STACK_PREFIX
-        self.dir = ROOT / "artifacts" / "cluster"
+        self.dir = run_dir()
+        self.logs_dir = ROOT / "artifacts" / "cluster"
         self.log = log
         self.as_owner = self._owner()
         ports = _lab_ports(2 * size)
@@ -258,14 +283,19 @@ class LabCluster:
             node.wait_up()
         members = self.running_members(self.nodes[0])
         if sorted(members) != sorted(node.name for node in self.nodes):
-            raise RuntimeError(f"the lab nodes did not form one cluster: {members} (logs: {self.dir})")
+            raise RuntimeError(f"the lab nodes did not form one cluster: {members} (logs: {self.logs_dir})")
         self.log(f"cluster of {len(self.nodes)} nodes up in {time.monotonic() - started:.0f} s: "
                  + ", ".join(f"{node.name} :{node.amqp_port}" for node in self.nodes))
         return self
 
     def destroy(self):
+        """Stop every node, keep their logs in ``logs_dir``, drop their data."""
         for node in self.nodes:
             node.destroy()
+        shutil.rmtree(self.logs_dir, ignore_errors=True)
+        for node in self.nodes:
+            node.keep_logs()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     # --- rabbitmqctl, on lab nodes only ------------------------------------
 

@@ -12,9 +12,8 @@ import subprocess
 
 import pytest
 
-from harness import ROOT
 from lab.cluster import Timing, run_cluster
-from lab.rabbit_nodes import SCRIPTS
+from lab.rabbit_nodes import SCRIPTS, run_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not (SCRIPTS / "rabbitmq-server").exists() and not shutil.which("rabbitmq-server"),
@@ -24,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 
 def lab_nodes_running():
     """Erlang VMs whose home is the lab cluster's folder (its cookie's)."""
-    home = f"-home {ROOT / 'artifacts' / 'cluster'} ".encode()
+    home = f"-home {run_dir()} ".encode()
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
