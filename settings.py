@@ -78,8 +78,8 @@ MAX_FOLLOWERS_PER_REQUEST = _int("MAX_FOLLOWERS_PER_REQUEST", 100_000)
 #: A job of more messages than this is split by a worker (one ``split_job``
 #: message), so that the API answers at once whatever the count.
 MAX_MESSAGES_PUBLISHED_INLINE = _int("MAX_MESSAGES_PUBLISHED_INLINE", 20)
-#: Messages published per broker transaction (one round trip per batch);
-#: also the outbox rows a relay claims at once.
+#: Messages published, then confirmed by RabbitMQ, at once (one round trip
+#: per batch); also the outbox rows a relay claims at once.
 PUBLISH_BATCH_SIZE = _int("PUBLISH_BATCH_SIZE", 1000)
 
 # --- The outbox ----------------------------------------------------------------
@@ -87,6 +87,11 @@ PUBLISH_BATCH_SIZE = _int("PUBLISH_BATCH_SIZE", 1000)
 #: How often each process's relay looks at the outbox when nothing woke it
 #: (rows a dead process left behind, a backlog after a RabbitMQ outage).
 OUTBOX_SWEEP_MS = _int("OUTBOX_SWEEP_MS", 1000)
+#: A busy relay starts a batch at most this long after its previous one:
+#: the rows committed meanwhile go out together. A batch costs about the
+#: same for 1 row or 10 (a claim, a confirm, a commit), so under load this
+#: halves the relay's CPU per message; an idle relay still sends at once.
+OUTBOX_LINGER_MS = _int("OUTBOX_LINGER_MS", 5)
 #: Above this many unsent messages (RabbitMQ down for long), the API answers
 #: 503 with Retry-After instead of letting the outbox grow without bound.
 OUTBOX_MAX_PENDING = _int("OUTBOX_MAX_PENDING", 100_000)

@@ -52,13 +52,17 @@ class Relay:
       batch_size(int): Rows claimed, published and deleted per transaction.
       sweep_interval(float): Seconds between looks at the outbox when
         nothing woke the relay.
+      linger(float): Seconds at least from one batch's start to the next
+        one's, so that rows committed meanwhile share a batch. A relay woken
+        after a quiet spell starts at once.
       pending_ttl(float): Seconds ``pending()`` keeps a count it read.
     """
 
-    def __init__(self, *, publisher, batch_size, sweep_interval, pending_ttl=1.0):
+    def __init__(self, *, publisher, batch_size, sweep_interval, linger=0.0, pending_ttl=1.0):
         self.publisher = publisher
         self.batch_size = batch_size
         self.sweep_interval = sweep_interval
+        self.linger = linger
         self.pending_ttl = pending_ttl
         self.broker_error = None  # why the last publish failed; None once one succeeds
         self._woken = threading.Event()
@@ -66,6 +70,7 @@ class Relay:
         self._thread = None
         self._pid = None
         self._pending = (0, float("-inf"))  # (rows, monotonic time counted)
+        self._batch_started = float("-inf")  # monotonic time of the last batch's start
 
     def wake(self):
         """Publish what this process has just committed, now."""
@@ -85,6 +90,8 @@ class Relay:
     def _run(self):
         while True:
             self._woken.wait(self.sweep_interval)
+            # Busy: let the rows of the next few milliseconds join this batch.
+            time.sleep(max(0.0, self._batch_started + self.linger - time.monotonic()))
             self._woken.clear()
             try:
                 self.drain()
@@ -106,6 +113,7 @@ class Relay:
 
     def relay_batch(self):
         """Claim, publish and delete one batch of rows; returns its size."""
+        self._batch_started = time.monotonic()
         with database.connection_context():
             with database.atomic():
                 rows = Outbox.claim(self.batch_size)
@@ -153,4 +161,5 @@ relay = Relay(
     publisher=publisher,
     batch_size=settings.PUBLISH_BATCH_SIZE,
     sweep_interval=settings.OUTBOX_SWEEP_MS / 1000,
+    linger=settings.OUTBOX_LINGER_MS / 1000,
 )

@@ -94,3 +94,38 @@ def test_a_relay_killed_in_the_middle_of_a_publish_loses_nothing(db):
     publisher = Recorder()
     assert relay_with(publisher, batch_size=100).drain() == 30  # sent again: a duplicate, never a loss
     assert publisher.sent == list(range(30))
+
+
+class Batches(Recorder):
+    """A publisher that keeps each batch's size and when it came."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def publish(self, messages):
+        count = super().publish(messages)
+        self.batches.append((count, time.monotonic()))
+        return count
+
+
+def test_a_busy_relay_lingers_so_that_rows_share_a_batch_and_an_idle_one_does_not(db):
+    publisher = Batches()
+    # No sweep during the suite: this relay's thread outlives the test.
+    relay = Relay(publisher=publisher, batch_size=100, sweep_interval=3600, linger=0.3)
+    fill(1)
+    woken = time.monotonic()
+    relay.wake()
+    time.sleep(0.05)
+    for _ in range(5):  # while it lingers: five commits, each waking it
+        fill(1)
+        relay.wake()
+        time.sleep(0.02)
+    deadline = time.monotonic() + 5
+    while sum(count for count, _ in publisher.batches) < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    publisher.fail = True  # from now on, nothing this relay claims is kept
+    (first, first_at), (second, second_at) = publisher.batches
+    assert first == 1 and first_at - woken < 0.2  # idle: at once
+    assert second == 5 and second_at - first_at >= 0.3 - 0.05  # busy: one batch, after the linger
+    assert Outbox.backlog() == (0, None)
