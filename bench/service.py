@@ -1,15 +1,15 @@
 """The service's figures, over HTTP against the real gunicorn and dramatiq
 processes of a ``harness.Stack``."""
 
+import itertools
 import math
 import statistics
-import threading
 import time
 
 from harness import wait_for
 
 from .progress import say
-from .raw_http import JsonPost
+from .raw_http import closed_loop, json_post
 
 #: How often a job is polled (the pika baseline polls its count as often).
 POLL_S = 0.05
@@ -81,50 +81,34 @@ def add_followers_async(stack, user_id, followers_login, count, timeout=600, on_
 
 
 def async_requests_per_second(stack, user_id, *, seconds, clients, count=10):
-    """``clients`` threads POST async requests of ``count`` followers as fast
-    as the API answers, for ``seconds``; returns (accepted requests/s, p99
-    of their latencies in ms)."""
-    deadline = time.perf_counter() + seconds
-    latencies = [[] for _ in range(clients)]
-    errors = []
-    body = {"userId": user_id, "followersLogin": "api", "count": count, "async": 1}
-    post = JsonPost(stack.url, "/api/v1/add-followers", body)
-
-    def client(index):
-        while time.perf_counter() < deadline and not errors:
-            sent = time.perf_counter()
-            status, body = post.send()
-            if status != 202:
-                errors.append(f"HTTP {status}: {body[:300]!r}")
-                return
-            latencies[index].append((time.perf_counter() - sent) * 1000)
-
+    """``clients`` clients POST async requests of ``count`` followers, each
+    the next as soon as the last is answered, for ``seconds``; returns
+    (accepted requests/s, p99 of their latencies in ms)."""
+    request = json_post(stack.url, "/api/v1/add-followers",
+                        {"userId": user_id, "followersLogin": "api", "count": count, "async": 1})
     started = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = closed_loop(stack.url, itertools.repeat(request), connections=clients, seconds=seconds)
     elapsed = time.perf_counter() - started
-    if errors:
-        raise RuntimeError(f"async add-followers under load: {errors[0]} (log: {stack.api.log_path})")
-    every = [latency for client_latencies in latencies for latency in client_latencies]
-    return len(every) / elapsed, p99(every)
+    refused(answers, 202, "async add-followers under load", stack)
+    return len(answers) / elapsed, p99([answer.ms for answer in answers])
 
 
 def async_latency(stack, user_id, *, count, requests_count):
     """(p50, p99) in ms of ``requests_count`` sequential async requests of
     ``count`` followers (each accepted job only has to be published)."""
-    latencies = []
-    body = {"userId": user_id, "followersLogin": "big", "count": count, "async": 1}
-    post = JsonPost(stack.url, "/api/v1/add-followers", body)
-    for _ in range(requests_count):
-        started = time.perf_counter()
-        status, body = post.send()
-        latencies.append((time.perf_counter() - started) * 1000)
-        if status != 202:
-            raise RuntimeError(f"async add-followers count={count}: HTTP {status}: {body[:300]!r}")
+    request = json_post(stack.url, "/api/v1/add-followers",
+                        {"userId": user_id, "followersLogin": "big", "count": count, "async": 1})
+    answers = closed_loop(stack.url, itertools.repeat(request, requests_count), connections=1)
+    refused(answers, 202, f"async add-followers count={count}", stack)
+    latencies = [answer.ms for answer in answers]
     return statistics.median(latencies), p99(latencies)
+
+
+def refused(answers, status, what, stack):
+    """Raise on the first answer that is not ``status``."""
+    for answer in answers:
+        if answer.status != status:
+            raise RuntimeError(f"{what}: HTTP {answer.status}: {answer.body[:300]!r} (log: {stack.api.log_path})")
 
 
 def followers_total(stack, user_id):
@@ -133,36 +117,17 @@ def followers_total(stack, user_id):
 
 def small_jobs(stack, user_id, followers_login, *, jobs, clients, wait=True):
     """``jobs`` async requests of one follower each (logins
-    ``{followers_login}{k}_#0``), sent by ``clients`` threads as fast as the
-    API accepts them; with ``wait``, until every follower is committed (the
+    ``{followers_login}{k}_#0``), sent over ``clients`` connections as fast as
+    the API accepts them; with ``wait``, until every follower is committed (the
     user's follower count, polled). Returns the seconds it took."""
     expected = followers_total(stack, user_id) + jobs if wait else None
     posts = [
-        JsonPost(stack.url, "/api/v1/add-followers",
-                 {"userId": user_id, "followersLogin": f"{followers_login}{k}", "count": 1, "async": 1})
+        json_post(stack.url, "/api/v1/add-followers",
+                  {"userId": user_id, "followersLogin": f"{followers_login}{k}", "count": 1, "async": 1})
         for k in range(jobs)
     ]  # fmt: skip
-    errors = []
-    lock = threading.Lock()
-
-    def client():
-        while not errors:
-            with lock:
-                if not posts:
-                    return
-                post = posts.pop()
-            status, body = post.send()
-            if status != 202:
-                errors.append(f"HTTP {status}: {body[:300]!r}")
-
     started = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise RuntimeError(f"1-follower async jobs: {errors[0]} (log: {stack.api.log_path})")
+    refused(closed_loop(stack.url, posts, connections=clients), 202, "1-follower async jobs", stack)
     if wait:
         last_report = [time.perf_counter()]
 
