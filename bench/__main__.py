@@ -36,9 +36,10 @@ def parse_args(argv):
     parser.add_argument("--chunked-count", type=int, default=100_000, help="followers of async default chunking (3)")
     parser.add_argument("--publish-count", type=int, default=1000, help="confirmed publishes of (e)")
     parser.add_argument("--api-seconds", type=float, default=5, help="duration of the API load (4)")
-    parser.add_argument("--api-clients", type=int, default=8, help="concurrent client threads of the API load (4)")
+    parser.add_argument("--api-clients", type=int, default=8,
+                        help="concurrent clients (kept-alive connections) of the API load (4)")
     parser.add_argument("--latency-clients", type=int, default=16,
-                        help="concurrent client threads of the p99 under load (4)")
+                        help="concurrent clients of the p99 under load (4)")
     parser.add_argument("--latency-requests", type=int, default=100, help="requests of the p99 latency (4)")
     parser.add_argument("--small-jobs", type=int, default=400, help="1-follower async jobs of (4) small jobs")
     parser.add_argument(

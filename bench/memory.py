@@ -27,12 +27,28 @@ def status_kb(pid, field):
     return 0
 
 
+def reset_peak(pid):
+    """Start the kernel's peak RSS (VmHWM) of a process afresh
+    (``clear_refs`` 5, Linux 4.0 and later); False where that is not allowed."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 class PeakRss:
     """Samples the RSS of a set of processes; remembers each one's peak, and
-    reads the kernel's own peak (VmHWM) too, which no sampling can miss."""
+    reads the kernel's own peak (VmHWM) too, which no sampling can miss.
+
+    The kernel's peaks start afresh here, so that a peak of the bench's
+    earlier workloads on the same workers is not taken for this job's; what
+    those workloads left resident still counts (docs/benchmark.md: scrypt's
+    16 MB per thread that glibc keeps)."""
 
     def __init__(self, pids):
         self.pids = list(pids)
+        self.peaks_reset = all([reset_peak(pid) for pid in self.pids])
         self.first = {pid: status_kb(pid, "VmRSS") for pid in self.pids}
         self.peak = dict(self.first)
 

@@ -290,6 +290,8 @@ class Bench:
         workers = stack.workers.children()
         api_workers = stack.api.children()
         rss = PeakRss(workers + api_workers)
+        if not rss.peaks_reset:
+            say("    could not reset the workers' VmHWM: their peaks may be from an earlier workload")
         seconds = service.add_followers_async(
             stack, self.authors["main"], "memory", count, timeout=1800, on_poll=rss.sample
         )
