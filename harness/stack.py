@@ -41,6 +41,8 @@ class Stack:
       supervise(bool): Restart ``dramatiq`` whenever it exits, as compose's
         restart policy would.
       log_dir(Path): Where the processes' output goes (emptied first).
+      api_workers(int): gunicorn worker processes; None: API_WORKERS as
+        settings.py (or the environment) has it.
       api_token(str): Sets API_TOKEN and sends it with every request made
         through ``post`` and ``get``.
       app(str): What gunicorn serves (the lab serves its own apps).
@@ -57,7 +59,7 @@ class Stack:
         threads=8,
         supervise=False,
         log_dir=None,
-        api_workers=2,
+        api_workers=None,
         stop_timeout=15,
         api_token=None,
         app="api:app",
@@ -85,7 +87,7 @@ class Stack:
             "DATABASE_URL": database_url(f"followers_{name}"),
             "QUEUE_NAME": f"{name}_add_followers",
             "API_BIND": f"127.0.0.1:{self.port}",
-            "API_WORKERS": str(api_workers),
+            **({"API_WORKERS": str(api_workers)} if api_workers else {}),
             "PYTHONUNBUFFERED": "1",
             # Instances running side by side would fight over port 9191.
             "WORKER_METRICS": "0",

@@ -153,7 +153,7 @@ def test_slow_clients_do_not_stall_the_api(stack, edge, user_id):
         assert (len(headers.sockets), len(bodies.sockets)) == (100, 100), "nginx dropped slow clients early"
 
         # Meanwhile, the same done to gunicorn itself: 64 connections
-        # trickling their bodies hold its 8 threads (2 workers x 4), and
+        # trickling their bodies hold its 8 threads (1 worker x 8), and
         # /health waits. This is what nginx is for.
         direct = Tricklers(stack.port, [f"127.0.2.{i}" for i in range(1, 65)], body=True)
         try:

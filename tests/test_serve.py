@@ -60,7 +60,7 @@ class Serve:
         self.log_offset = self.process.log_path.stat().st_size if self.process.log_path.exists() else 0
         self.process.start()
         wait_for(self._ready, timeout=90, progress=lambda waited: None,
-                 what=f"./run serve to answer on {self.stack.url} with 2 workers (log: {self.process.log_path})")
+                 what=f"./run serve to answer on {self.stack.url} (log: {self.process.log_path})")
         return self
 
     def _ready(self):
