@@ -7,9 +7,9 @@ another process left behind when it died, or what waited out a RabbitMQ
 outage. Relays of many processes and hosts share the work: each claims rows
 that no other holds (``FOR UPDATE SKIP LOCKED``), publishes them with
 publisher confirms (``actors.confirms``: RabbitMQ acks once it holds them)
-and only then commits the deletion. Killed at any point, a relay loses nothing: its
-claimed rows come back when its database transaction does not commit, and
-are sent again (a duplicate that idempotent units absorb).
+and only then commits the deletion. Killed at any point, a relay loses
+nothing: its claimed rows come back when its database transaction does not
+commit, and are sent again (a duplicate that idempotent units absorb).
 """
 
 import logging
