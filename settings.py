@@ -88,9 +88,9 @@ PUBLISH_BATCH_SIZE = _int("PUBLISH_BATCH_SIZE", 1000)
 #: (rows a dead process left behind, a backlog after a RabbitMQ outage).
 OUTBOX_SWEEP_MS = _int("OUTBOX_SWEEP_MS", 1000)
 #: A busy relay starts a batch at most this long after its previous one:
-#: the rows committed meanwhile go out together. A batch costs about the
-#: same for 1 row or 10 (a claim, a confirm, a commit), so under load this
-#: halves the relay's CPU per message; an idle relay still sends at once.
+#: the rows committed meanwhile go out together. A batch's claim, confirm
+#: and commit cost the same whatever its size (a batch of 1 row ~400 us of
+#: CPU, of 10 rows ~70 us a row); an idle relay still sends at once.
 OUTBOX_LINGER_MS = _int("OUTBOX_LINGER_MS", 5)
 #: Above this many unsent messages (RabbitMQ down for long), the API answers
 #: 503 with Retry-After instead of letting the outbox grow without bound.
