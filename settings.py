@@ -87,10 +87,11 @@ PUBLISH_BATCH_SIZE = _int("PUBLISH_BATCH_SIZE", 1000)
 #: How often each process's relay looks at the outbox when nothing woke it
 #: (rows a dead process left behind, a backlog after a RabbitMQ outage).
 OUTBOX_SWEEP_MS = _int("OUTBOX_SWEEP_MS", 1000)
-#: A busy relay starts a batch at most this long after its previous one:
-#: the rows committed meanwhile go out together. A batch's claim, confirm
-#: and commit cost the same whatever its size (a batch of 1 row ~400 us of
-#: CPU, of 10 rows ~70 us a row); an idle relay still sends at once.
+#: A busy relay (its last batch carried more than one row) starts a batch at
+#: most this long after its previous one: the rows committed meanwhile go
+#: out together. A batch's claim, confirm and commit cost the same whatever
+#: its size (a batch of 1 row ~400 us of CPU, of 10 rows ~70 us a row); a
+#: relay sending a row at a time sends each at once.
 OUTBOX_LINGER_MS = _int("OUTBOX_LINGER_MS", 5)
 #: Above this many unsent messages (RabbitMQ down for long), the API answers
 #: 503 with Retry-After instead of letting the outbox grow without bound.

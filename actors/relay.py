@@ -53,8 +53,9 @@ class Relay:
       sweep_interval(float): Seconds between looks at the outbox when
         nothing woke the relay.
       linger(float): Seconds at least from one batch's start to the next
-        one's, so that rows committed meanwhile share a batch. A relay woken
-        after a quiet spell starts at once.
+        one's, once a batch has carried more than one row (rows come faster
+        than batches go), so that rows committed meanwhile share a batch. A
+        relay whose last batch had one row, or none, starts at once.
       pending_ttl(float): Seconds ``pending()`` keeps a count it read.
     """
 
@@ -71,6 +72,7 @@ class Relay:
         self._pid = None
         self._pending = (0, float("-inf"))  # (rows, monotonic time counted)
         self._batch_started = float("-inf")  # monotonic time of the last batch's start
+        self._batch_rows = 0  # rows of the last batch
 
     def wake(self):
         """Publish what this process has just committed, now."""
@@ -90,8 +92,8 @@ class Relay:
     def _run(self):
         while True:
             self._woken.wait(self.sweep_interval)
-            # Busy: let the rows of the next few milliseconds join this batch.
-            time.sleep(max(0.0, self._batch_started + self.linger - time.monotonic()))
+            if self._batch_rows > 1:  # busy: let the next few milliseconds' rows join the batch
+                time.sleep(max(0.0, self._batch_started + self.linger - time.monotonic()))
             self._woken.clear()
             try:
                 self.drain()
@@ -120,6 +122,7 @@ class Relay:
                 if rows:
                     # Raises BrokerUnavailable, which rolls the claim back.
                     self.publisher.publish(message_of(row) for row in rows)
+        self._batch_rows = len(rows)
         if rows:
             if self.broker_error is not None:
                 logger.warning("outbox relay: RabbitMQ is back; the backlog is going out")

@@ -122,23 +122,47 @@ class Batches(Recorder):
         return count
 
 
-def test_a_busy_relay_lingers_so_that_rows_share_a_batch_and_an_idle_one_does_not(db):
+def relay_sends(publisher, rows):
+    """Wait until ``publisher`` has been given ``rows`` rows in all."""
+    deadline = time.monotonic() + 5
+    while sum(count for count, _ in publisher.batches) < rows and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def commit_one_every(seconds, count, relay):
+    """Commit a row and wake the relay, as a request does, ``count`` times;
+    returns when each woke it."""
+    woken = []
+    for _ in range(count):
+        fill(1)
+        woken.append(time.monotonic())
+        relay.wake()
+        time.sleep(seconds)
+    return woken
+
+
+def test_a_busy_relay_lingers_so_that_rows_share_a_batch(db):
     publisher = Batches()
     # No sweep during the suite: this relay's thread outlives the test.
     relay = Relay(publisher=publisher, batch_size=100, sweep_interval=3600, linger=0.3)
-    fill(1)
+    fill(3)  # rows come faster than batches go: the next batch waits for more
     woken = time.monotonic()
     relay.wake()
     time.sleep(0.05)
-    for _ in range(5):  # while it lingers: five commits, each waking it
-        fill(1)
-        relay.wake()
-        time.sleep(0.02)
-    deadline = time.monotonic() + 5
-    while sum(count for count, _ in publisher.batches) < 6 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    commit_one_every(0.02, 5, relay)  # while it lingers
+    relay_sends(publisher, 8)
     publisher.fail = True  # from now on, nothing this relay claims is kept
     (first, first_at), (second, second_at) = publisher.batches
-    assert first == 1 and first_at - woken < 0.2  # idle: at once
+    assert first == 3 and first_at - woken < 0.2  # it was idle: at once
     assert second == 5 and second_at - first_at >= 0.3 - 0.05  # busy: one batch, after the linger
     assert Outbox.backlog() == (0, None)
+
+
+def test_a_relay_sending_one_row_at_a_time_does_not_linger(db):
+    publisher = Batches()
+    relay = Relay(publisher=publisher, batch_size=100, sweep_interval=3600, linger=0.3)
+    woken = commit_one_every(0.1, 3, relay)  # sequential requests: each hand-off at once
+    relay_sends(publisher, 3)
+    publisher.fail = True
+    assert [count for count, _ in publisher.batches] == [1, 1, 1]
+    assert all(sent_at - woke < 0.1 for (_, sent_at), woke in zip(publisher.batches, woken, strict=True))
