@@ -48,7 +48,7 @@ class PeakRss:
 
     def __init__(self, pids):
         self.pids = list(pids)
-        self.peaks_reset = all([reset_peak(pid) for pid in self.pids])
+        self.peaks_reset = all([reset_peak(pid) for pid in self.pids])  # a list: every one reset, a failure or not
         self.first = {pid: status_kb(pid, "VmRSS") for pid in self.pids}
         self.peak = dict(self.first)
 

@@ -89,7 +89,7 @@ def async_requests_per_second(stack, user_id, *, seconds, clients, count=10):
     started = time.perf_counter()
     answers = closed_loop(stack.url, itertools.repeat(request), connections=clients, seconds=seconds)
     elapsed = time.perf_counter() - started
-    refused(answers, 202, "async add-followers under load", stack)
+    expect_answers(answers, 202, "async add-followers under load", stack)
     return len(answers) / elapsed, p99([answer.ms for answer in answers])
 
 
@@ -99,13 +99,14 @@ def async_latency(stack, user_id, *, count, requests_count):
     request = json_post(stack.url, "/api/v1/add-followers",
                         {"userId": user_id, "followersLogin": "big", "count": count, "async": 1})
     answers = closed_loop(stack.url, itertools.repeat(request, requests_count), connections=1)
-    refused(answers, 202, f"async add-followers count={count}", stack)
+    expect_answers(answers, 202, f"async add-followers count={count}", stack)
     latencies = [answer.ms for answer in answers]
     return statistics.median(latencies), p99(latencies)
 
 
-def refused(answers, status, what, stack):
-    """Raise on the first answer that is not ``status``."""
+def expect_answers(answers, status, what, stack):
+    """``expect`` for the answers of ``closed_loop``: raise on the first
+    that is not ``status``."""
     for answer in answers:
         if answer.status != status:
             raise RuntimeError(f"{what}: HTTP {answer.status}: {answer.body[:300]!r} (log: {stack.api.log_path})")
@@ -127,7 +128,7 @@ def small_jobs(stack, user_id, followers_login, *, jobs, clients, wait=True):
         for k in range(jobs)
     ]  # fmt: skip
     started = time.perf_counter()
-    refused(closed_loop(stack.url, posts, connections=clients), 202, "1-follower async jobs", stack)
+    expect_answers(closed_loop(stack.url, posts, connections=clients), 202, "1-follower async jobs", stack)
     if wait:
         last_report = [time.perf_counter()]
 

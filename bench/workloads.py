@@ -273,7 +273,7 @@ class Bench:
             stack, author, seconds=self.args.api_seconds, clients=self.args.api_clients
         )
         # Issue 15 asks for the p99 with 16 clients at once: twice gunicorn's
-        # 2 × 4 threads, so requests wait for a thread as they would in production.
+        # 8 threads (API_THREADS), so requests wait for a thread as they would in production.
         _, loaded_p99 = service.async_requests_per_second(
             stack, author, seconds=self.args.api_seconds, clients=self.args.latency_clients
         )

@@ -51,13 +51,13 @@ class LabReport:
         self.folder = folder
 
     def on_get(self, req, resp, name):
+        if name not in REPORTS:  # never a path from the URL
+            render(req, resp, "missing.html", status=falcon.HTTP_404, what=f"No lab report is called {name}")
+            return
         path = Path(self.folder) / name
-        if name not in REPORTS or not path.is_file():
-            if name in REPORTS:
-                what = f"No {name} on this machine yet: {REPORTS[name][1]} writes it"
-            else:
-                what = f"No lab report is called {name}"
-            render(req, resp, "missing.html", status=falcon.HTTP_404, what=what)
+        if not path.is_file():
+            render(req, resp, "missing.html", status=falcon.HTTP_404,
+                   what=f"No {name} on this machine yet: {REPORTS[name][1]} writes it")
             return
         resp.content_type = falcon.MEDIA_HTML
         resp.set_header("Content-Security-Policy", REPORT_POLICY)
