@@ -82,7 +82,7 @@ _CREATE_WITH_UNITS = Prepared(
         SELECT %(queue)s, 'split_job', jsonb_build_object('job_id', job.id) FROM job WHERE NOT job.enqueued
         RETURNING 1
     )
-    SELECT job.* FROM job
+    SELECT job.id FROM job
     """,
     user="integer", login="text", requested="integer", size="integer", units="integer", inline="integer",
     queue="text",
@@ -121,13 +121,21 @@ class Job(BaseModel):
         """Insert a job for a user that exists and write its messages to the
         outbox, in ONE statement (one round trip, atomic on its own): its
         units if there are at most ``inline_units``, else one ``split_job``.
-        None if the user does not exist."""
-        cursor = database.execute_prepared(
+        None if the user does not exist.
+
+        Only the new id comes back; the rest of the Job is what was written
+        (but for the timestamps): reading back every column and building a
+        Model from it cost the API ~20 us of CPU per request, 10% of it
+        (docs/benchmark.md)."""
+        row = database.execute_prepared(
             _CREATE_WITH_UNITS,
             {"user": user_id, "login": followers_login, "requested": requested, "size": unit_size,
              "units": units, "inline": inline_units, "queue": queue},
-        )
-        return cls._from_cursor(cursor)
+        ).fetchone()
+        if row is None:
+            return None
+        return cls(id=row[0], user=user_id, followers_login=followers_login, requested=requested,
+                   unit_size=unit_size, units=units, ordered=False, enqueued=units <= inline_units, status="queued")
 
     @classmethod
     def create_ordered(cls, user, *, queue, followers_login, requested, unit_size, units):
