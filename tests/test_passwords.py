@@ -1,4 +1,8 @@
+import subprocess
+import sys
+
 import passwords
+from tests.conftest import ROOT
 
 
 def test_hash_is_salted_and_verifies():
@@ -11,3 +15,34 @@ def test_hash_is_salted_and_verifies():
 def test_garbage_never_verifies():
     assert not passwords.verify_password("secret", "plain-text")
     assert not passwords.verify_password("secret", "scrypt$x$8$1$AA==$AA==")
+
+
+def test_hashing_on_many_threads_keeps_few_scrypt_blocks():
+    """A scrypt block (16 MB at N=2**14) stays with the thread that hashed:
+    threads beyond the cores must not each keep one. Run in a fresh
+    process, so its memory is this test's alone."""
+    script = """
+import os, threading
+import passwords
+
+def rss_mb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+cores = os.cpu_count() or 1
+before = rss_mb()
+def hash_twice():
+    for _ in range(2):
+        passwords.hash_password("secret", cost=2**14)
+threads = [threading.Thread(target=hash_twice) for _ in range(cores + 6)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(cores, rss_mb() - before)
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    cores, growth_mb = result.stdout.split()
+    # One block per core at most (each thread that hashed would keep cores + 6).
+    assert float(growth_mb) < (int(cores) + 3) * 16, f"{growth_mb} MB kept after hashing on {int(cores) + 6} threads"
