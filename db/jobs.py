@@ -125,8 +125,8 @@ class Job(BaseModel):
 
         Only the new id comes back; the rest of the Job is what was written
         (but for the timestamps): reading back every column and building a
-        Model from it cost the API ~20 us of CPU per request, 10% of it
-        (docs/benchmark.md)."""
+        Model from it cost ~20-40 us of CPU per request, 10-17% of the
+        app's own (docs/benchmark.md)."""
         row = database.execute_prepared(
             _CREATE_WITH_UNITS,
             {"user": user_id, "login": followers_login, "requested": requested, "size": unit_size,
