@@ -60,6 +60,8 @@ def test_every_operation_lists_its_errors():
                 assert "404" in statuses, (method, path)
             if operation.get("security"):
                 assert "401" in statuses, (method, path)
+            # nginx's limit_conn covers every route (deploy/nginx.conf.template).
+            assert "429" in statuses, (method, path)
     assert {"MethodNotAllowed", "NotFound"} <= set(OPENAPI["components"]["responses"])
 
 
