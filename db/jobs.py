@@ -164,10 +164,7 @@ class Job(BaseModel):
     @classmethod
     def _one(cls, sql, params):
         """The job a statement returns (``SELECT job.*``), or None."""
-        return cls._from_cursor(database.execute_sql(sql, params))
-
-    @classmethod
-    def _from_cursor(cls, cursor):
+        cursor = database.execute_sql(sql, params)
         row = cursor.fetchone()
         return None if row is None else cls(**dict(zip((column[0] for column in cursor.description), row, strict=True)))
 
