@@ -61,6 +61,11 @@ class Observer:
     def finished_jobs(self):
         return sum(1 for _, _, total, done, failed in self.jobs() if done + failed == total)
 
+    def all_jobs_finished(self):
+        """There are jobs, and every unit of each is done or dead-lettered."""
+        jobs = self.jobs()
+        return bool(jobs) and all(done + failed == total for _, _, total, done, failed in jobs)
+
     def units_unaccounted(self):
         """Units neither done nor dead-lettered: lost, once nothing runs."""
         return sum(total - done - failed for _, _, total, done, failed in self.jobs())
@@ -202,8 +207,7 @@ class Observer:
         by seconds. The units' last deliveries say it exactly."""
         if self.ready() or self.running_now() or self.units_in_flight():
             return False
-        jobs = self.jobs()
-        if jobs and all(done + failed == total for _, _, total, done, failed in jobs):
+        if self.all_jobs_finished():
             return True
         idle = self.seconds_since_activity()
         return idle is None or float(idle) >= settle

@@ -179,7 +179,7 @@ def _drive(peer, scenario, mode, stack, window, progress):
             time.sleep(getattr(scenario, "pace", 0))
         for action in getattr(scenario, "finally_", []):
             action()
-        drain_s = _wait_drained(observer, stack, units, window, started, progress)
+        drain_s = _wait_drained(observer, stack, units, window, started, progress, stop_killing)
         stop_killing.set()
         complete, dead = observer.complete_units(units), observer.dead_units()
         accounted = set(complete) | {tuple(unit) for unit in dead if unit}
@@ -227,11 +227,15 @@ def _all_accounted(observer, units):
     return len(set(observer.complete_units(units)) | (dead & set(units))) == len(set(units))
 
 
-def _wait_drained(observer, stack, units, window, started, progress):
-    """Seconds until drained (the last delivery's end), or None if the window closed first."""
+def _wait_drained(observer, stack, units, window, started, progress, stop_killing):
+    """Seconds until drained (the last delivery's end), or None if the window
+    closed first. Worker kills stop once every unit is accounted for, as in
+    our own runner (lab.runner._wait_drained)."""
     last_report = 0
     while True:
         now = time.time()
+        if units and not stop_killing.is_set() and _all_accounted(observer, units):
+            stop_killing.set()
         last_exit = max(stack.process_exits.values(), default=0)
         idle = observer.seconds_since_activity()
         # Before the first delivery starts, "nothing running" means nothing yet.
