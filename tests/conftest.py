@@ -45,3 +45,21 @@ def artifacts():
     path = ROOT / "artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def lab_run():
+    """``lab.runner.run`` once per scenario and mode in a session: the lab's
+    verdict tests and the report's browser test read the same real runs
+    rather than start them twice (~10 s of the suite)."""
+    from lab.runner import run
+    from lab.scenarios import BY_NAME
+
+    results = {}
+
+    def run_once(scenario_name, mode):
+        if (scenario_name, mode) not in results:
+            results[scenario_name, mode] = run(BY_NAME[scenario_name], mode, progress=False, stack_name="test_lab")
+        return results[scenario_name, mode]
+
+    return run_once

@@ -8,7 +8,6 @@ import sys
 import pytest
 
 from harness import ROOT, Stack, publish_raw, queue_depth, wait_for
-from lab.runner import run
 from lab.scenarios import SCENARIOS
 from tests.e2e_helpers import create_user, submit_async
 
@@ -20,8 +19,8 @@ RUNS = [(scenario, mode) for scenario in SCENARIOS for mode in scenario.modes]
 
 
 @pytest.mark.parametrize("scenario, mode", RUNS, ids=[f"{s.name}-{m}" for s, m in RUNS])
-def test_scenario_verdict(scenario, mode):
-    result = run(scenario, mode, progress=False, stack_name="test_lab")
+def test_scenario_verdict(lab_run, scenario, mode):
+    result = lab_run(scenario.name, mode)
     assert result.verdict == EXPECTED[mode], f"{result.observed} (logs: artifacts/logs/test_lab/)"
     seen = result.seen
     if mode == "robust":

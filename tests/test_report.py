@@ -11,8 +11,6 @@ import shutil
 import pytest
 
 from lab.report import write_report
-from lab.runner import run
-from lab.scenarios import BY_NAME
 
 # Every test here starts the real processes (or a browser): -m 'not slow' skips them.
 pytestmark = pytest.mark.slow
@@ -28,11 +26,8 @@ INSTALL_HINT = ("the report test needs Debian's chromium (apt-get install chromi
 
 
 @pytest.fixture(scope="module")
-def results():
-    return [
-        run(BY_NAME["prefetch"], "naive", progress=False, stack_name="test_report"),
-        run(BY_NAME["poison"], "robust", progress=False, stack_name="test_report"),
-    ]
+def results(lab_run):
+    return [lab_run("prefetch", "naive"), lab_run("poison", "robust")]
 
 
 @pytest.fixture(scope="module")
