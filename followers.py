@@ -83,8 +83,7 @@ def add_followers_now(user, followers_login, count):
     """
     # Every follower of a request has the same password: hash it once.
     password_hash = hash_password(followers_login)
-    step = settings.SYNC_STATEMENT_ROWS
-    ranges = [(start, min(start + step, count)) for start in range(0, count, step)]
+    ranges = statement_ranges(count)
 
     def add(bounds):
         start, stop = bounds
@@ -96,6 +95,12 @@ def add_followers_now(user, followers_login, count):
     else:
         created = sum(_sync_pool().map(add, ranges))
     return created, count - created
+
+
+def statement_ranges(count):
+    """The [start, stop) ranges of a sync request's statements."""
+    step = settings.SYNC_STATEMENT_ROWS
+    return [(start, min(start + step, count)) for start in range(0, count, step)]
 
 
 @functools.cache

@@ -35,6 +35,11 @@ def connect(url):
     connection to it too (for the baselines below Peewee)."""
     database.init(**connect_params(url))
     database.bind([User, Subscription])
+    return connect_raw(url)
+
+
+def connect_raw(url):
+    """A psycopg2 connection to the database at ``url``."""
     return psycopg2.connect(**connect_params(url))
 
 

@@ -57,6 +57,9 @@ TARGETS = [
     ("4. scrypt's share of a 1-follower job's worker CPU", "scrypt", "small_cpu", None, "reported"),
     ("6. a page of followers by cursor, at every depth < 20 ms", "page_cursor_", None, 20, "limit"),
     ("7. sync ≥ 1.0× (c) COPY", "sync", "copy", 1.0, "ratio"),
+    ("7. the statements of sync alone ÷ (c) COPY", "sync_statements", "copy", None, "reported"),
+    ("7. sync ÷ its statements alone (the rest: one scrypt hash, HTTP)", "sync", "sync_statements", None,
+     "reported"),
     ("7. peak RSS of every worker process < 200 MB", "worker_rss", None, 200, "limit"),
 ]
 

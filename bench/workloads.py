@@ -27,6 +27,7 @@ from . import (
     original_loop,
     pika_pipeline,
     service,
+    sync_statements,
 )
 from .memory import PeakRss, cpu_seconds
 from .pg_cpu import cores_used
@@ -34,8 +35,8 @@ from .progress import say
 
 #: Every workload of a round, baselines alternating with the service.
 ORDER = [
-    "loop", "sync", "copy", "insert_many", "pika", "async_one", "async_one_classic", "dramatiq", "async_chunked",
-    "async_chunked_classic", "publish", "api", "small_jobs", "depth",
+    "loop", "sync", "copy", "sync_statements", "insert_many", "pika", "async_one", "async_one_classic", "dramatiq",
+    "async_chunked", "async_chunked_classic", "publish", "api", "small_jobs", "depth",
 ]
 WORKLOADS = ORDER + ["memory"]
 RATE = "followers/s"
@@ -63,6 +64,7 @@ def rows(args):
         "insert_many": ("(b) Peewee insert_many, batches of 1,000", sync, RATE),
         "copy": ("(c) COPY users + INSERT ... SELECT", sync, RATE),
         "sync": ("(1) service: sync add-followers over HTTP", sync, RATE),
+        "sync_statements": ("(1s) the statements of (1) alone, password hashed beforehand", sync, RATE),
         "pika": ("(d) pika + psycopg2, 2 consumers, 1 follower/message", one, RATE),
         "async_one": ("(2) service: async, 1 follower/message, POST → done", one, RATE),
         "dramatiq": ("(f) bare Dramatiq, 2 × 8 threads, 1 follower/message", one, RATE),
@@ -101,6 +103,7 @@ class Bench:
         self.dramatiq_queue = f"{own}_dramatiq"
         self.publish_queue = f"{own}_publish"
         self.conn = None
+        self.statement_conns = []
         self.consumers = []
         self.bare_workers = None
         self.stacks = {}
@@ -139,11 +142,15 @@ class Bench:
         with ThreadPoolExecutor(max(1, len(wanted))) as pool:
             for name, author in zip(wanted, pool.map(self._start_stack, wanted), strict=True):
                 self.authors[name] = author
-        if self.needs("loop", "insert_many", "copy", "pika", "dramatiq"):
+        if self.needs("loop", "insert_many", "copy", "sync_statements", "pika", "dramatiq"):
             say(f"setting up the baselines' database {self.baseline_url.rsplit('/', 1)[1]}")
             baseline_db.reset(self.baseline_url)
             self.conn = baseline_db.connect(self.baseline_url)
             self.authors["baseline"] = baseline_db.create_author(self.conn, "author")
+        if self.needs("sync_statements"):
+            # As many connections as a sync request's statements run on.
+            self.statement_conns = [baseline_db.connect_raw(self.baseline_url)
+                                    for _ in range(max(1, settings.SYNC_PARALLELISM))]
 
     def _start_stack(self, name):
         """Start one stack on a fresh database; returns its author's id."""
@@ -177,6 +184,8 @@ class Bench:
                 say(f"could not clean up {what}: {type(error).__name__}: {error}; remove it by hand")
 
     def _close_baseline_db(self):
+        for conn in self.statement_conns:
+            conn.close()
         self.conn.close()
         baseline_db.database.close()
 
@@ -203,6 +212,13 @@ class Bench:
         author = self.authors["baseline"]
         seconds = copy_then_select.run(self.conn, author, self.login("copy"), count, self.password_hash)
         return {"copy": count / seconds}
+
+    def run_sync_statements(self):
+        count = self.args.sync_count
+        author = self.authors["baseline"]
+        seconds = sync_statements.run(self.statement_conns, author, self.login("statements"), count,
+                                      self.password_hash)
+        return {"sync_statements": count / seconds}
 
     def run_sync(self):
         count = self.args.sync_count
