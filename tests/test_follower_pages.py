@@ -11,7 +11,7 @@ import jobs
 import settings
 from db import FollowerCount, Subscription, database, schema
 from db.database import connect_params
-from db.models import followers_ctes
+from db.models import FOLLOWERS_PAGE_SQL, followers_ctes
 
 
 @pytest.fixture
@@ -69,6 +69,38 @@ def test_offset_still_works_and_counts_from_the_cursor(author):
     both, _, last = followers.followers_page(author.id, limit=5, cursor=page[0].subscription_id, offset=3)
     assert [user.login for user in both] == ["fan_#9"] and last is None
     assert followers.followers_page(author.id, limit=5, offset=10)[0] == []
+
+
+def plan_nodes(plan):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+def test_a_page_reads_its_own_rows_whatever_other_authors_added_since(author):
+    """Another author's subscriptions, added since the last ANALYZE, follow
+    the author's in id order. The last page must still be read from the
+    (author_id, id) index, from the cursor on, and only it: for ``author_id
+    = %s AND id > %s`` PostgreSQL 15 scanned the primary key from the cursor
+    through every one of the other's rows, to learn that no row follows."""
+    followers.add_followers_now(author, "fan", 2000)
+    database.execute_sql("ANALYZE users, subscriptions")
+    other = followers.create_user("other", "pw", 1)  # a higher id than the author's
+    followers.add_followers_now(other, "crowd", 2000)
+
+    _, _, cursor = followers.followers_page(author.id, limit=1900)
+    page, _, last = followers.followers_page(author.id, limit=100, cursor=cursor)
+    assert [user.login for user in page] == [f"fan_#{i}" for i in range(1900, 2000)] and last is None
+    (explained,) = database.execute_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {FOLLOWERS_PAGE_SQL}",
+                                        (author.id, cursor, author.id, 0, 101)).fetchone()
+    nodes = list(plan_nodes(explained[0]["Plan"]))
+    page_scan = next((node for node in nodes if "author_id" in node.get("Index Cond", "")), None)
+    assert page_scan is not None and page_scan["Index Name"] == "subscriptions_author_id_id", nodes
+    assert page_scan["Actual Rows"] == 100, nodes
+    assert not any(node.get("Rows Removed by Filter") for node in nodes), nodes
+    # Neither author's pages hold the other's followers (the row comparison has two bounds).
+    assert walk(author, 700)[0] == [f"fan_#{i}" for i in range(2000)]
+    assert walk(other, 700)[0] == [f"crowd_#{i}" for i in range(2000)]
 
 
 def test_a_user_without_followers_and_an_unknown_user(author):
