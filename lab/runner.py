@@ -144,7 +144,7 @@ def _wait_drained(observer, stack, window, started, progress, stop_killing):
 
     Worker kills stop once every job has finished: a kill after the work
     tests nothing, and kills every ``kill_every`` (1.5 s) never leave the
-    SETTLE_S quiet that drained needs (a CI run waited 30 s for a gap)."""
+    SETTLE_S quiet that drained needs (a suite run waited 30 s for a gap)."""
     last_report = 0
     while True:
         now = time.time()
