@@ -113,7 +113,7 @@ def _drive_and_judge(scenario, mode_name, mode, stack, progress):
         for action in scenario.finally_:
             action()
         send_bad_messages(scenario, stack.queue_name)
-        drain_s = _wait_drained(observer, stack, mode.window, started, progress, stop_killing)
+        drain_s = _wait_drained(observer, stack, mode.window, started, progress, stop_killing if killer else None)
         stop_killing.set()
         seen = _observe(observer, stack, users.values(), requested, http_errors, drain_s)
         seen["kills"] = stack.kills
@@ -142,13 +142,14 @@ def _kill_workers(stack, interval, stop):
 def _wait_drained(observer, stack, window, started, progress, stop_killing):
     """Seconds until drained, or None if the window closed first.
 
-    Worker kills stop once every job has finished: a kill after the work
-    tests nothing, and kills every ``kill_every`` (1.5 s) never leave the
-    SETTLE_S quiet that drained needs (a suite run waited 30 s for a gap)."""
+    Worker kills (``stop_killing``, None without them) stop once every job
+    has finished: a kill after the work tests nothing, and kills every
+    ``kill_every`` (1.5 s) never leave the SETTLE_S quiet that drained
+    needs (a suite run waited 30 s for a gap)."""
     last_report = 0
     while True:
         now = time.time()
-        if not stop_killing.is_set() and observer.all_jobs_finished():
+        if stop_killing is not None and not stop_killing.is_set() and observer.all_jobs_finished():
             stop_killing.set()
         # A worker that just died has messages on their way back to the
         # queue, and a restart under way: not drained yet.

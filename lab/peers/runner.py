@@ -156,7 +156,8 @@ def _drive(peer, scenario, mode, stack, window, progress):
     kills = []
     try:
         started = time.time()
-        if getattr(mode, "kill_every", 0):  # the same worker kills as our robust mode gets
+        killing = bool(getattr(mode, "kill_every", 0))
+        if killing:  # the same worker kills as our robust mode gets
             threading.Thread(target=_kill_workers, args=(stack, mode.kill_every, stop_killing, kills),
                              daemon=True).start()
         units, user_ids, requested, refused = [], set(), 0, 0
@@ -179,7 +180,8 @@ def _drive(peer, scenario, mode, stack, window, progress):
             time.sleep(getattr(scenario, "pace", 0))
         for action in getattr(scenario, "finally_", []):
             action()
-        drain_s = _wait_drained(observer, stack, units, window, started, progress, stop_killing)
+        drain_s = _wait_drained(observer, stack, units, window, started, progress,
+                                stop_killing if killing else None)
         stop_killing.set()
         complete, dead = observer.complete_units(units), observer.dead_units()
         accounted = set(complete) | {tuple(unit) for unit in dead if unit}
@@ -229,12 +231,13 @@ def _all_accounted(observer, units):
 
 def _wait_drained(observer, stack, units, window, started, progress, stop_killing):
     """Seconds until drained (the last delivery's end), or None if the window
-    closed first. Worker kills stop once every unit is accounted for, as in
-    our own runner (lab.runner._wait_drained)."""
+    closed first. Worker kills (``stop_killing``, None without them) stop
+    once every unit is accounted for, as in our own runner
+    (lab.runner._wait_drained)."""
     last_report = 0
     while True:
         now = time.time()
-        if units and not stop_killing.is_set() and _all_accounted(observer, units):
+        if stop_killing is not None and units and not stop_killing.is_set() and _all_accounted(observer, units):
             stop_killing.set()
         last_exit = max(stack.process_exits.values(), default=0)
         idle = observer.seconds_since_activity()
