@@ -82,25 +82,25 @@ def add_followers_now(user, followers_login, count):
     repeating it adds the rest and doubles nothing.
     """
     # Every follower of a request has the same password: hash it once.
-    password_hash = hash_password(followers_login)
-    ranges = statement_ranges(count)
+    return add_followers_hashed(user.id, followers_login, count, hash_password(followers_login))
+
+
+def add_followers_hashed(user_id, followers_login, count, password_hash):
+    """``add_followers_now`` once the password is hashed: its statements
+    alone (the benchmark times them so: bench/sync_statements.py)."""
+    step = settings.SYNC_STATEMENT_ROWS
+    ranges = [(start, min(start + step, count)) for start in range(0, count, step)]
 
     def add(bounds):
         start, stop = bounds
         with database.connection_context():
-            return User.add_followers(user.id, followers_login, start, stop, password_hash)
+            return User.add_followers(user_id, followers_login, start, stop, password_hash)
 
     if len(ranges) <= 1 or settings.SYNC_PARALLELISM <= 1:
         created = sum(map(add, ranges))
     else:
         created = sum(_sync_pool().map(add, ranges))
     return created, count - created
-
-
-def statement_ranges(count):
-    """The [start, stop) ranges of a sync request's statements."""
-    step = settings.SYNC_STATEMENT_ROWS
-    return [(start, min(start + step, count)) for start in range(0, count, step)]
 
 
 @functools.cache

@@ -8,6 +8,7 @@ import sys
 import psycopg2
 from peewee import PostgresqlDatabase
 
+from db import database as service_database
 from db.database import connect_params
 from db.models import Subscription, User
 from harness import ROOT
@@ -32,15 +33,19 @@ def reset(url):
 
 def connect(url):
     """Bind the models to the database at ``url`` and return a psycopg2
-    connection to it too (for the baselines below Peewee)."""
+    connection to it too (for the baselines below Peewee). The service's
+    own database object (``db.database``, a pool) points there as well,
+    for row (1s), which runs the service's sync code in this process."""
     database.init(**connect_params(url))
     database.bind([User, Subscription])
-    return connect_raw(url)
-
-
-def connect_raw(url):
-    """A psycopg2 connection to the database at ``url``."""
+    service_database.init(**connect_params(url))
     return psycopg2.connect(**connect_params(url))
+
+
+def close():
+    """Close the Peewee baselines' connection and the service pool's."""
+    database.close()
+    service_database.close_all()
 
 
 def create_author(conn, login):

@@ -103,7 +103,6 @@ class Bench:
         self.dramatiq_queue = f"{own}_dramatiq"
         self.publish_queue = f"{own}_publish"
         self.conn = None
-        self.statement_conns = []
         self.consumers = []
         self.bare_workers = None
         self.stacks = {}
@@ -147,10 +146,6 @@ class Bench:
             baseline_db.reset(self.baseline_url)
             self.conn = baseline_db.connect(self.baseline_url)
             self.authors["baseline"] = baseline_db.create_author(self.conn, "author")
-        if self.needs("sync_statements"):
-            # As many connections as a sync request's statements run on.
-            self.statement_conns = [baseline_db.connect_raw(self.baseline_url)
-                                    for _ in range(max(1, settings.SYNC_PARALLELISM))]
 
     def _start_stack(self, name):
         """Start one stack on a fresh database; returns its author's id."""
@@ -184,10 +179,8 @@ class Bench:
                 say(f"could not clean up {what}: {type(error).__name__}: {error}; remove it by hand")
 
     def _close_baseline_db(self):
-        for conn in self.statement_conns:
-            conn.close()
         self.conn.close()
-        baseline_db.database.close()
+        baseline_db.close()
 
     # --- Workloads: each returns {row key: value} ---------------------------
 
@@ -216,8 +209,7 @@ class Bench:
     def run_sync_statements(self):
         count = self.args.sync_count
         author = self.authors["baseline"]
-        seconds = sync_statements.run(self.statement_conns, author, self.login("statements"), count,
-                                      self.password_hash)
+        seconds = sync_statements.run(author, self.login("statements"), count, self.password_hash)
         return {"sync_statements": count / seconds}
 
     def run_sync(self):

@@ -121,17 +121,18 @@ class User(BaseModel):
         """
         if stop <= start:
             return 0
-        cursor = database.execute_sql(*cls.add_followers_statement(author_id, followers_login, start, stop,
-                                                                   password_hash))
+        ctes = followers_ctes(password="%(password)s")
+        cursor = database.execute_sql(
+            f"WITH {ctes} SELECT count(*) FROM subscribed",
+            {
+                "prefix": f"{followers_login}_#",
+                "password": password_hash,
+                "start": start,
+                "stop": stop,
+                "author": author_id,
+            },
+        )
         return cursor.fetchone()[0]
-
-    @staticmethod
-    def add_followers_statement(author_id, followers_login, start, stop, password_hash):
-        """``add_followers``'s SQL and parameters (the benchmark runs them on
-        its own database: bench/sync_statements.py)."""
-        params = {"prefix": f"{followers_login}_#", "password": password_hash, "start": start, "stop": stop,
-                  "author": author_id}
-        return f"WITH {followers_ctes(password='%(password)s')} SELECT count(*) FROM subscribed", params
 
 
 #: ``User.followers_page``'s statement; parameters: author, cursor, author,
