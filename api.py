@@ -20,6 +20,7 @@ import followers
 import settings
 import validation
 from actors import BrokerUnavailable
+from actors.publishing import Publisher
 from db import Outbox
 from validation import PG_INT_MAX
 from web import errors, idempotency
@@ -224,7 +225,9 @@ def create_app(*, max_body_bytes=None, api_token=None, metrics_dir=None, intake=
     app.add_route("/api/v1/dead-letters/{message_id}/replay", DeadLetterReplayResource())
     app.add_route("/api/v1/queues", QueuesResource())
     app.add_route("/api/v1/workers", WorkersResource())
-    app.add_route("/health", HealthResource(publisher=actors.publisher))
+    # A connection of its own: a relay waiting on a slow broker does not hold up /health.
+    broker_check = Publisher(url=settings.RABBITMQ_URL, timeout=settings.BROKER_TIMEOUT_S, batch_size=1)
+    app.add_route("/health", HealthResource(publisher=broker_check))
     app.add_route("/metrics", MetricsResource(metrics_dir or settings.API_METRICS_DIR))
     app.add_route("/openapi.json", OpenApiResource(api_token=api_token))
     # The console: HTML pages, left out of openapi.json (tests/test_openapi.py says so).

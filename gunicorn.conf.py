@@ -1,8 +1,13 @@
 """gunicorn's settings, read by ``gunicorn api:app`` from this folder.
 
-gunicorn's threaded workers give a thread to a connection until its request
-is read whole: they must sit behind a buffering proxy, nginx
-(deploy/nginx.conf.template), which hands over only complete requests."""
+Each worker is gunicorn's gevent worker: a greenlet per connection, every
+wait on a socket (PostgreSQL's commit, RabbitMQ's confirm, the client)
+handing the core to another request. Against its threaded worker (gthread,
+8 threads) it answered ~1.25x the requests/s at two thirds of the p99 at 16
+clients (docs/benchmark.md): the threads' hand-offs and GIL switches were
+most of a request's cost. It still holds a connection slot per client until
+its request is read whole: behind nginx (deploy/nginx.conf.template), which
+hands over only complete requests."""
 
 import logging
 import os
@@ -12,9 +17,12 @@ import settings
 
 bind = settings.API_BIND
 workers = settings.API_WORKERS
-threads = settings.API_THREADS  # more than 1: gunicorn's gthread worker
+worker_class = "web.gevent_worker.GeventWorker"  # gunicorn's, closing idle connections at once on SIGTERM
+worker_connections = settings.API_WORKER_CONNECTIONS
 # No preload: each worker imports the app itself, so no database or broker
-# connection is ever shared across a fork.
+# connection is ever shared across a fork, and the app's locks and
+# thread-locals (peewee's connection state) are made after the gevent worker
+# has patched threading: one per greenlet, not one for all.
 preload_app = False
 # The synchronous path may add 100,000 followers in one request (nginx's
 # proxy_read_timeout is a little longer).
@@ -50,6 +58,15 @@ def on_starting(server):
     os.makedirs(settings.API_METRICS_DIR)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = settings.API_METRICS_DIR
     logging.getLogger("followers").setLevel(settings.LOG_LEVEL)
+
+
+def post_fork(server, worker):
+    """psycopg2 waits for PostgreSQL through gevent (psycogreen): without it,
+    every query would stop the whole process until its answer. Set before
+    the app is imported, so before any connection is opened."""
+    from psycogreen.gevent import patch_psycopg
+
+    patch_psycopg()
 
 
 def child_exit(server, worker):

@@ -11,6 +11,10 @@ never used again (docs/benchmark.md: the memory row). On ``os.cpu_count()``
 threads that is at most that many blocks, each reused by the next hash on
 its thread; and no hash waits for a core it could have had, since scrypt is
 all CPU (it releases the GIL).
+
+Native threads even in the API, whose gevent worker (gunicorn.conf.py)
+turns ``threading``'s threads into greenlets: a hash on a greenlet would
+stop every other request of the process for its ~50 ms.
 """
 
 import base64
@@ -18,6 +22,7 @@ import functools
 import hashlib
 import hmac
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import settings
@@ -29,10 +34,21 @@ def _b64(raw):
     return base64.b64encode(raw).decode("ascii")
 
 
+def _native_thread_pool():
+    """gevent's pool of native threads (its futures waited on as greenlets)
+    where gevent has patched ``threading``; the stdlib's otherwise."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        from gevent.threadpool import ThreadPoolExecutor as GeventNativeThreadPool
+
+        return GeventNativeThreadPool
+    return ThreadPoolExecutor
+
+
 @functools.cache
 def _hashing_threads(pid):
     # One pool per process (the pid is the key): a pool's threads never cross a fork.
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="scrypt")
+    return _native_thread_pool()(max_workers=os.cpu_count() or 1, thread_name_prefix="scrypt")
 
 
 def _scrypt(password, **params):

@@ -142,15 +142,18 @@ API_BIND = _str("API_BIND", "127.0.0.1:8001")
 #: the proxy only (gunicorn reads the same variable).
 FORWARDED_ALLOW_IPS = _str("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 #: gunicorn worker processes. One, on 2 cores that PostgreSQL, RabbitMQ and
-#: the workers share: with async requests from 16 clients, 1 x 8 threads
-#: answered 2,460-2,670 requests/s at a p99 of 13-16 ms, 2 x 4 threads
-#: 1,610-2,190 at 15-22 ms (docs/benchmark.md). A second process adds a
-#: second relay (smaller batches) and switching, not a core nobody else
-#: needs. About the cores it may have to itself, on an API host of its own.
+#: the workers share: a second process adds a second relay (smaller
+#: batches) and switching, not a core nobody else needs (with threads, 1 x 8
+#: beat 2 x 4: docs/benchmark.md). About the cores it may have to itself, on
+#: an API host of its own.
 API_WORKERS = _int("API_WORKERS", 1)
-#: Threads per gunicorn worker: a request mostly waits for a disk flush
-#: (PostgreSQL's commit) or a round trip, so threads overlap them.
-API_THREADS = _int("API_THREADS", 8)
+#: Connections one gunicorn worker serves at once (its gevent worker's
+#: ``worker_connections``), each on a greenlet: a request mostly waits for a
+#: disk flush (PostgreSQL's commit) or a round trip. Beyond it, connections
+#: wait in the listen backlog. Each request in flight holds one of the
+#: process's DATABASE_MAX_CONNECTIONS, waiting up to 10 s for one when all
+#: are taken.
+API_WORKER_CONNECTIONS = _int("API_WORKER_CONNECTIONS", 100)
 
 #: Request bodies larger than this are refused with 413.
 MAX_BODY_BYTES = _int("MAX_BODY_BYTES", 64 * 1024)

@@ -41,8 +41,14 @@ def _batches(items, size):
 
 
 class Publisher:
-    """A channel in confirm mode per thread (pika connections are not
-    thread-safe), opened on first use and re-opened once if it broke.
+    """A channel in confirm mode, opened on first use and re-opened once if
+    it broke, used by one thread (or greenlet) at a time: pika connections
+    are not thread-safe. One connection per publisher, however many threads
+    use it: the API's gevent worker runs a greenlet per client connection,
+    and a connection of its own to each would be opened and never closed.
+    A process's relay and its /health each have one (actors.publisher,
+    api.HealthResource), so a slow broker holding up the one never holds up
+    the other.
 
     Parameters:
       url(str): The RabbitMQ URL.
@@ -57,26 +63,25 @@ class Publisher:
         self.parameters.blocked_connection_timeout = timeout
         self.parameters.stack_timeout = timeout
         self.batch_size = batch_size
-        self.local = threading.local()
+        self.connection = self.channel = None
+        self._lock = threading.RLock()  # re-entered by _call's close()
 
     def _channel(self):
-        channel = getattr(self.local, "channel", None)
-        if channel is None or not channel.channel.is_open:
+        if self.channel is None or not self.channel.channel.is_open:
             self.close()
             # Whichever node of RABBITMQ_URL answers, another one first after a failure.
-            self.local.connection = connect(settings.RABBITMQ_URL, timeout=self.parameters.socket_timeout)
-            channel = ConfirmedChannel(self.local.connection.channel(), timeout=self.parameters.socket_timeout)
-            self.local.channel = channel
-        return channel
+            self.connection = connect(settings.RABBITMQ_URL, timeout=self.parameters.socket_timeout)
+            self.channel = ConfirmedChannel(self.connection.channel(), timeout=self.parameters.socket_timeout)
+        return self.channel
 
     def close(self):
-        connection = getattr(self.local, "connection", None)
-        self.local.connection = self.local.channel = None
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except AMQPError:
-                pass
+        with self._lock:
+            connection, self.connection, self.channel = self.connection, None, None
+            if connection is not None and connection.is_open:
+                try:
+                    connection.close()
+                except AMQPError:
+                    pass
 
     def ping(self):
         """Raise BrokerUnavailable unless RabbitMQ answers."""
@@ -116,14 +121,15 @@ class Publisher:
             broker.emit_after("enqueue", message, None)
 
     def _call(self, action):
-        for attempt in (1, 2):
-            try:
-                return action(self._channel())
-            except (AMQPError, OSError) as error:
-                self.close()
-                if attempt == 2:
-                    raise BrokerUnavailable(f"RabbitMQ is unreachable: {error!r}") from None
-                logger.warning("RabbitMQ connection failed (%r); reconnecting once", error)
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    return action(self._channel())
+                except (AMQPError, OSError) as error:
+                    self.close()
+                    if attempt == 2:
+                        raise BrokerUnavailable(f"RabbitMQ is unreachable: {error!r}") from None
+                    logger.warning("RabbitMQ connection failed (%r); reconnecting once", error)
 
 
 publisher = Publisher(

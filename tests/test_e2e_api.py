@@ -2,7 +2,9 @@
 tests' own database and queue, driven over HTTP like a user would."""
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -201,6 +203,44 @@ def test_health_is_ok(stack):
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok", "broker": "ok",
                                "outbox": {"pending": 0, "oldestAgeSeconds": None}}
+
+
+def tcp_connections_to(pid, port):
+    """Established TCP connections of process ``pid`` to remote ``port``
+    (its sockets' inodes, found in /proc/net/tcp and tcp6)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                remote_port, state, inode = int(fields[2].rsplit(":", 1)[1], 16), fields[3], fields[9]
+                count += remote_port == port and state == "01" and inode in inodes
+    return count
+
+
+def test_many_clients_at_once_share_a_few_rabbitmq_connections(stack):
+    """The API serves every client connection on a greenlet of its own
+    (gunicorn's gevent worker): 60 clients, each on a new connection, 20
+    at once, all checking RabbitMQ through /health, must not each open a
+    connection to RabbitMQ (and leave it open)."""
+    def health(_):
+        return requests.get(f"{stack.url}/health", headers={"Connection": "close"}, timeout=10).json()
+
+    (api_worker,) = stack.api.children()
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(health, range(60)))
+    assert {answer["broker"] for answer in answers} == {"ok"}
+    # Its relay's publisher, Dramatiq's broker (the relay declares queues
+    # through it) and /health's publisher.
+    assert tcp_connections_to(api_worker, urlsplit(stack.rabbitmq_url.split(";")[0]).port or 5672) <= 3
 
 
 def test_unknown_method_is_405_with_allow(stack):

@@ -152,10 +152,12 @@ def test_slow_clients_do_not_stall_the_api(stack, edge, user_id):
         assert p99(latencies) < 0.100, f"p99 {p99(latencies) * 1000:.0f} ms with 200 slow clients"
         assert (len(headers.sockets), len(bodies.sockets)) == (100, 100), "nginx dropped slow clients early"
 
-        # Meanwhile, the same done to gunicorn itself: 64 connections
-        # trickling their bodies hold its 8 threads (1 worker x 8), and
-        # /health waits. This is what nginx is for.
-        direct = Tricklers(stack.port, [f"127.0.2.{i}" for i in range(1, 65)], body=True)
+        # Meanwhile, the same done to gunicorn itself: as many connections
+        # as it serves at once (1 worker x API_WORKER_CONNECTIONS greenlets),
+        # trickling their bodies, hold every one, and /health waits in the
+        # listen backlog. This is what nginx is for.
+        slots = settings.API_WORKERS * settings.API_WORKER_CONNECTIONS
+        direct = Tricklers(stack.port, [f"127.0.2.{i}" for i in range(1, slots + 1)], body=True)
         try:
             time.sleep(1)
             with pytest.raises(requests.Timeout):

@@ -46,3 +46,41 @@ print(cores, rss_mb() - before)
     cores, growth_mb = result.stdout.split()
     # One block per core at most (each thread that hashed would keep cores + 6).
     assert float(growth_mb) < (int(cores) + 3) * 16, f"{growth_mb} MB kept after hashing on {int(cores) + 6} threads"
+
+
+def test_under_gevent_a_hash_leaves_the_other_requests_running():
+    """The API's gevent worker makes ``threading``'s threads greenlets: a
+    hash run on one would stop every greenlet of the process until it ends.
+    Here a greenlet keeps ticking; it must tick while a hash is running.
+    A fresh process, since gevent patches the whole interpreter."""
+    script = """
+from gevent import monkey
+monkey.patch_all()
+import hashlib
+import gevent
+import passwords
+
+state = {"hashing": False, "ticks": 0}
+real_scrypt = hashlib.scrypt
+def scrypt(*args, **kwargs):
+    state["hashing"] = True
+    try:
+        return real_scrypt(*args, **kwargs)
+    finally:
+        state["hashing"] = False
+hashlib.scrypt = scrypt
+
+def tick():
+    while True:
+        state["ticks"] += state["hashing"]
+        gevent.sleep(0.001)
+ticker = gevent.spawn(tick)
+stored = passwords.hash_password("secret", cost=2**14)
+ticker.kill()
+print(state["ticks"], passwords.verify_password("secret", stored))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    ticks, verified = result.stdout.split()
+    assert verified == "True"
+    assert int(ticks) > 0, "no other greenlet ran while the hash did: it ran on a greenlet, not a native thread"
