@@ -63,10 +63,14 @@ def on_starting(server):
 def post_fork(server, worker):
     """psycopg2 waits for PostgreSQL through gevent (psycogreen): without it,
     every query would stop the whole process until its answer. Set before
-    the app is imported, so before any connection is opened."""
+    the app is imported, so before any connection is opened; not for
+    another worker class chosen on the command line (the bench compares
+    them: docs/benchmark.md)."""
+    from gunicorn.workers.ggevent import GeventWorker
     from psycogreen.gevent import patch_psycopg
 
-    patch_psycopg()
+    if isinstance(worker, GeventWorker):
+        patch_psycopg()
 
 
 def child_exit(server, worker):
