@@ -69,6 +69,21 @@ class PostgresqlPool(PooledPostgresqlDatabase):
             return self._adapter.txn_status(conn) == self._adapter.txn_unknown
         return super()._is_closed(conn)
 
+    def _connect(self):
+        # libpq applies connect_timeout only while it blocks. Under the API's
+        # gevent worker psycopg2 connects without blocking (psycogreen's wait
+        # callback, gunicorn.conf.py), and a PostgreSQL that accepts but never
+        # answers held the request forever (tests/test_database.py). The same
+        # bound, applied here. gevent is imported only then: the workers never
+        # load it.
+        if psycopg2.extensions.get_wait_callback() is None:
+            return super()._connect()
+        import gevent
+
+        seconds = self.connect_params["connect_timeout"]
+        with gevent.Timeout(seconds, psycopg2.OperationalError(f"PostgreSQL did not answer within {seconds} s")):
+            return super()._connect()
+
     def _close(self, conn, close_conn=False):
         self._returned_at[self.conn_key(conn)] = time.monotonic()
         super()._close(conn, close_conn)
