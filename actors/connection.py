@@ -15,6 +15,7 @@ import itertools
 import threading
 
 import pika
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.exceptions import AMQPConnectionError
 
 _turns = {}  # the URL setting -> an endless count: which node a new connection tries first
@@ -57,6 +58,9 @@ def connect(setting, *, timeout=None):
     for node in order:
         try:
             return pika.BlockingConnection(node)
-        except AMQPConnectionError as error:
+        # pika raises the second (AMQPConnectorStackTimeout) for a node that
+        # takes the TCP connection and never finishes the AMQP handshake (a
+        # hung RabbitMQ, another server on the port); it is no AMQPError.
+        except (AMQPConnectionError, AMQPConnectorException) as error:
             errors.append(f"{node.host}:{node.port}: {error!r}")
     raise AMQPConnectionError(f"no RabbitMQ node answered ({'; '.join(errors)})")

@@ -2,6 +2,8 @@
 that answers, another one first after a failure; and DeliveryLimit counts
 starts, not deliveries, whatever the queue type."""
 
+import socket
+
 import pika
 import pytest
 from dramatiq import Message
@@ -11,7 +13,7 @@ from dramatiq.middleware import SkipMessage
 import settings
 from actors import connection
 from actors.delivery_limit import DeliveryLimit
-from actors.publishing import Publisher
+from actors.publishing import BrokerUnavailable, Publisher
 from db import DeliveryAttempt
 from harness import delete_queues, free_port, queue_depth
 
@@ -82,6 +84,31 @@ def test_the_publisher_and_the_harness_reach_the_node_that_answers(monkeypatch):
     finally:
         publisher.close()
         delete_queues(queue, url=setting)
+
+
+def test_a_node_that_takes_the_connection_and_never_answers_is_passed_over(monkeypatch):
+    """A hung RabbitMQ (or another server on its port) accepts TCP and says
+    nothing: pika gives up on the handshake after the timeout with an error
+    that is no AMQPError. Alone, it makes the publisher's BrokerUnavailable
+    (/health: degraded); beside a live node, the live node is used."""
+    live_url = settings.RABBITMQ_URL
+    silent = socket.socket()  # the kernel accepts; nobody ever answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    silent_url = f"amqp://guest:guest@127.0.0.1:{silent.getsockname()[1]}/%2F"
+    try:
+        monkeypatch.setattr(settings, "RABBITMQ_URL", silent_url)
+        publisher = Publisher(url=silent_url, timeout=1, batch_size=10)
+        with pytest.raises(BrokerUnavailable, match="no RabbitMQ node answered"):
+            publisher.ping()
+        both = f"{silent_url};{live_url}"
+        monkeypatch.setattr(settings, "RABBITMQ_URL", both)
+        publisher = Publisher(url=both, timeout=1, batch_size=10)
+        for _ in range(2):  # whichever node each new connection starts with
+            publisher.ping()
+            publisher.close()
+    finally:
+        silent.close()
 
 
 # --- DeliveryLimit counts starts, on either queue type ----------------------------
