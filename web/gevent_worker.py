@@ -6,8 +6,8 @@ alive by its client (nginx's upstream keep-alive, an idle
 ``requests.Session``) ends only when its ``keepalive`` runs out (75 s): every
 stop took the whole 30 s, and then also killed whatever request was still
 running. gunicorn's threaded worker closes idle connections at once; this
-one does too, and still answers every request in flight (each with
-``Connection: close``, which gunicorn adds once it is stopping).
+one does too, and still answers every request in flight, closing its
+connection after the answer (tests/test_api_stop.py).
 """
 
 import gevent
