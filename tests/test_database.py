@@ -5,6 +5,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 UNDER_GEVENT = """
@@ -28,6 +30,7 @@ except OperationalError as error:
 """
 
 
+@pytest.mark.slow  # waits out the 5 s connect timeout
 def test_a_postgresql_that_never_answers_fails_the_connection_after_its_timeout():
     """libpq ignores connect_timeout when it does not block, as under
     gevent: without the pool's own bound the connection waited forever."""
