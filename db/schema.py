@@ -53,6 +53,11 @@ UPGRADES = [
     "ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS job_id INTEGER",
     _rename_column("dead_letters", "chunk", "unit"),
     "ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS unit INTEGER",
+    # What a page of failed or cancelled jobs starts from (db/jobs.py,
+    # PAGE_CANDIDATES_SQL). Units are written done or failed, and jobs
+    # marked, rarely: these stay small and cost the hot path nothing.
+    "CREATE INDEX IF NOT EXISTS job_units_failed ON job_units (job_id) WHERE status = 'failed'",
+    "CREATE INDEX IF NOT EXISTS jobs_marked ON jobs (id) WHERE status <> 'queued'",
 ]
 
 

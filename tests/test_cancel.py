@@ -9,6 +9,7 @@ import pytest
 import followers
 import jobs
 from db import Job, JobUnit, Outbox, Subscription, database
+from tests.test_follower_pages import plan_nodes
 
 
 @pytest.fixture
@@ -151,6 +152,39 @@ def test_the_page_of_jobs_derives_status_and_progress_as_the_job_does(author):
                         "failed": [made[3].id], "cancelled": [later.id]}
     assert [job.id for job, _, _ in Job.page(user_id=other.id)] == [later.id]
     assert Job.page(status="failed")[0][2] == ["unit 0: boom", "unit 1: bang"]
+
+
+@pytest.mark.parametrize("status", ["failed", "cancelled"])
+def test_a_page_of_failed_or_cancelled_jobs_counts_the_units_of_those_jobs_only(author, monkeypatch, status):
+    """Among 2,000 done jobs, one failed (a dead-lettered unit) and one
+    cancelled: the page of either status must not count the units of every
+    job to find it (it did: 300,000 jobs took 366 ms a page)."""
+    database.execute_sql(
+        """WITH made AS (
+               INSERT INTO jobs (user_id, followers_login, requested, unit_size, units, status, ordered, enqueued,
+                                 created_at, updated_at)
+               SELECT %s, 'bulk' || i, 1, 1, 1, 'queued', FALSE, TRUE, now(), now()
+               FROM generate_series(1, 2000) AS i RETURNING id)
+           INSERT INTO job_units (job_id, unit, status, created, skipped, created_at, updated_at)
+           SELECT id, 0, 'done', 1, 0, now(), now() FROM made""",
+        (author.id,),
+    )
+    failed, cancelled = (jobs.create_job(author.id, login, 2, unit_size=1) for login in ("failing", "stopped"))
+    JobUnit.mark_failed(failed.id, 0, "boom")
+    jobs.apply_unit(failed.id, 1)
+    jobs.cancel_job(cancelled.id)
+    database.execute_sql("ANALYZE jobs, job_units")
+    statements = []
+    raw = Job.raw
+    monkeypatch.setattr(Job, "raw", lambda sql, *params: statements.append((sql, params)) or raw(sql, *params))
+
+    page = Job.page(status=status)
+    assert [job.id for job, _, _ in page] == [{"failed": failed, "cancelled": cancelled}[status].id]
+    (sql, params), = statements
+    (explained,) = database.execute_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params).fetchone()
+    counted = [node for node in plan_nodes(explained[0]["Plan"]) if node.get("Relation Name") == "job_units"
+               and node.get("Index Name") == "job_units_pkey"]
+    assert counted and max(node["Actual Loops"] for node in counted) <= 2, counted
 
 
 def test_pages_follow_each_other_without_gaps_or_repeats(author):
