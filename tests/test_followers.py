@@ -7,8 +7,8 @@ import time
 import pytest
 
 import followers
-from db import Subscription, User
-from passwords import verify_password
+from db import FollowerCount, Subscription, User, database
+from passwords import hash_password, verify_password
 
 
 @pytest.fixture
@@ -40,6 +40,20 @@ def test_existing_login_is_skipped_and_not_subscribed(author):
     assert followers.add_followers_now(author, "fan", 6) == (1, 5)
     assert [u.login for u in author.followers()] == ["fan_#5"]
     assert User.get_by_id(taken.id).age == 99
+
+
+def test_a_range_with_an_existing_login_leaves_the_callers_transaction_going(author):
+    """The first try (without ON CONFLICT) fails on the existing login in a
+    savepoint: the caller's transaction goes on, and the second try skips
+    that login only; the follower count stays exact."""
+    followers.create_user("fan_#2", "pw", 99)
+    password = hash_password("fan")
+    with database.atomic():
+        kept = followers.create_user("made_in_the_same_transaction", "pw", 1)
+        assert User.add_followers(author.id, "fan", 0, 5, password) == 4
+    assert User.get_by_id(kept.id).login == "made_in_the_same_transaction"
+    assert [u.login for u in author.followers()] == ["fan_#0", "fan_#1", "fan_#3", "fan_#4"]
+    assert FollowerCount.of_user(author.id) == 4
 
 
 def test_zero_followers(author):
