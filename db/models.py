@@ -126,7 +126,7 @@ class User(BaseModel):
         Only if a login exists (a repeated request, one that failed half-way)
         does it run again, skipping those. The first try is a transaction of
         its own, or a savepoint inside the caller's: its failure undoes
-        nothing else.
+        nothing else (PostgreSQL's log shows its unique violation).
         """
         if stop <= start:
             return 0
