@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from harness import Stack
+from harness import Stack, wait_for
 from tests.e2e_helpers import create_user, unique
 
 pytestmark = pytest.mark.slow  # real gunicorn processes
@@ -48,17 +48,19 @@ def test_a_request_in_flight_is_answered_and_the_stop_ends_with_it(stack):
     author = create_user(stack, unique("stop"))
     answers = []
     client = requests.Session()
-    body = {"userId": author, "followersLogin": unique("f"), "count": 60_000, "async": 0}
+    body = {"userId": author, "followersLogin": unique("f"), "count": 100_000, "async": 0}
     request = threading.Thread(
         target=lambda: answers.append(client.post(f"{stack.url}/api/v1/add-followers", json=body, timeout=60))
     )
     request.start()
-    time.sleep(0.3)  # the request is running: 60,000 followers take seconds
+    # In flight: its first statements have committed (each commits 5,000), not all of them.
+    wait_for(lambda: requests.get(f"{stack.url}/api/v1/users/{author}/followers?limit=1").json()["total"] > 0,
+             timeout=30, interval=0.02, what="the sync request's first followers")
     assert not answers, "the request ended before the SIGTERM: make it bigger"
     seconds = sigterm_and_wait(stack)
     request.join()
     (answer,) = answers
     assert answer.status_code == 200, answer.text
-    assert answer.json()["created"] == 60_000
+    assert answer.json()["created"] == 100_000
     # Its connection, kept alive by the client, was closed once answered.
     assert seconds < GRACEFUL_TIMEOUT_S / 3, f"stopping took {seconds:.1f} s"
