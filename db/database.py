@@ -9,6 +9,7 @@ import re
 import time
 
 import psycopg2.extensions
+from peewee import Psycopg2Adapter
 from playhouse.db_url import parse
 from playhouse.pool import PooledPostgresqlDatabase
 
@@ -46,6 +47,26 @@ class PreparingConnection(psycopg2.extensions.connection):
         self.prepared = set()
 
 
+class BoundedConnectAdapter(Psycopg2Adapter):
+    """Peewee's psycopg2 adapter, bounding a new connection under gevent as
+    libpq's ``connect_timeout`` bounds it elsewhere. libpq applies that
+    timeout only while it blocks; under the API's gevent worker psycopg2
+    connects without blocking (psycogreen's wait callback, gunicorn.conf.py),
+    and a PostgreSQL that accepted and never answered held the request
+    forever (tests/test_database.py). Only the creation of a connection is
+    bounded, as libpq bounds it: taking one from the pool costs nothing
+    more. gevent is imported only then: the workers never load it."""
+
+    def connect(self, db, **params):
+        if psycopg2.extensions.get_wait_callback() is None:
+            return super().connect(db, **params)
+        import gevent
+
+        seconds = params.get("connect_timeout")  # None: unbounded, as libpq without it
+        with gevent.Timeout(seconds, psycopg2.OperationalError(f"PostgreSQL did not answer within {seconds} s")):
+            return super().connect(db, **params)
+
+
 class PostgresqlPool(PooledPostgresqlDatabase):
     """Peewee's pool, pinging a connection on check-out only when it has sat
     unused for a second or more. Peewee pings (``SELECT 1``) on every
@@ -56,6 +77,7 @@ class PostgresqlPool(PooledPostgresqlDatabase):
     503). An idle connection is still checked before use."""
 
     PING_AFTER_IDLE_S = 1.0
+    psycopg2_adapter = BoundedConnectAdapter
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -68,21 +90,6 @@ class PostgresqlPool(PooledPostgresqlDatabase):
         if time.monotonic() - returned_at < self.PING_AFTER_IDLE_S:
             return self._adapter.txn_status(conn) == self._adapter.txn_unknown
         return super()._is_closed(conn)
-
-    def _connect(self):
-        # libpq applies connect_timeout only while it blocks. Under the API's
-        # gevent worker psycopg2 connects without blocking (psycogreen's wait
-        # callback, gunicorn.conf.py), and a PostgreSQL that accepts but never
-        # answers held the request forever (tests/test_database.py). The same
-        # bound, applied here. gevent is imported only then: the workers never
-        # load it.
-        if psycopg2.extensions.get_wait_callback() is None:
-            return super()._connect()
-        import gevent
-
-        seconds = self.connect_params["connect_timeout"]
-        with gevent.Timeout(seconds, psycopg2.OperationalError(f"PostgreSQL did not answer within {seconds} s")):
-            return super()._connect()
 
     def _close(self, conn, close_conn=False):
         self._returned_at[self.conn_key(conn)] = time.monotonic()
