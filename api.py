@@ -219,7 +219,7 @@ def create_app(*, max_body_bytes=None, api_token=None, metrics_dir=None, intake=
     idempotent = idempotency.IdempotentRequests(ttl_hours=settings.IDEMPOTENCY_KEY_TTL_H)
     app.add_route("/api/v1/add-followers", AddFollowersResource(intake=intake, idempotent=idempotent))
     app.add_route("/api/v1/jobs", JobsResource())
-    app.add_route(f"/api/v1/jobs/{{job_id:{ID}}}", JobResource())
+    app.add_route(f"/api/v1/jobs/{{job_id:{ID}}}", JobResource(relay=actors.relay))
     app.add_route("/api/v1/dead-letters", DeadLettersResource())
     app.add_route("/api/v1/dead-letters/{message_id}", DeadLetterResource())
     app.add_route("/api/v1/dead-letters/{message_id}/replay", DeadLetterReplayResource())
@@ -234,7 +234,7 @@ def create_app(*, max_body_bytes=None, api_token=None, metrics_dir=None, intake=
     app.add_route("/console", OverviewPage())
     app.add_route("/console/jobs", JobsPage())
     app.add_route(f"/console/jobs/{{job_id:{ID}}}", JobPage())
-    app.add_route(f"/console/jobs/{{job_id:{ID}}}/cancel", CancelJobAction())
+    app.add_route(f"/console/jobs/{{job_id:{ID}}}/cancel", CancelJobAction(relay=actors.relay))
     app.add_route("/console/dead-letters", DeadLettersPage())
     app.add_route("/console/dead-letters/{message_id}/{action}", DeadLetterAction())
     lab_reports_dir = lab_reports_dir or settings.LAB_REPORTS_DIR

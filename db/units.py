@@ -195,6 +195,33 @@ class JobUnit(BaseModel):
         return bool(cursor.fetchone()[0])
 
     @classmethod
+    def pass_turn_held_by_dead_letter(cls, job_id, user_id, *, queue):
+        """A cancelled ordered job whose chain waits on a dead letter (its
+        first unit not done is failed): none of its units will come round
+        to pass the user's chain on (``pass_cancelled``), so pass it now.
+        The caller holds the user's ordering lock, in the transaction that
+        cancelled the job. The failed unit's row is what makes it once: a
+        replay of that dead letter then finds it there and passes nothing.
+        True if it passed it on."""
+        cursor = database.execute_sql(
+            f"""
+            WITH held AS (
+                SELECT 1 FROM job_units AS failed
+                WHERE failed.job_id = %(job)s AND failed.status = 'failed'
+                  AND failed.unit = (SELECT count(*) FROM job_units AS done
+                                     WHERE done.job_id = %(job)s AND done.status = 'done' AND done.unit < failed.unit)
+            ), successor AS (
+                {Outbox.rows_sql("add_followers", unit_kwargs("next.job_id", "0"), f'''held,
+                    (SELECT {next_ordered_job_sql("%(user)s", "%(job)s")} AS job_id) AS next
+                    WHERE next.job_id IS NOT NULL''')}
+            )
+            SELECT count(*) FROM successor
+            """,
+            {"job": job_id, "user": user_id, "queue": queue},
+        )
+        return bool(cursor.fetchone()[0])
+
+    @classmethod
     def mark_failed(cls, job_id, unit, error):
         """Record a dead-lettered unit so the job shows it. Never undoes a
         unit that is done, and records nothing for a unit its job does not

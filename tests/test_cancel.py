@@ -119,6 +119,40 @@ def test_a_cancelled_ordered_job_hands_its_turn_to_the_users_next_one(author):
     assert jobs.apply_unit(second.id, 0).created == 2
 
 
+@pytest.mark.parametrize("done_before", [0, 1])
+def test_cancelling_an_ordered_job_held_by_a_dead_letter_starts_the_users_next_one(author, done_before):
+    """No unit of it will come round to pass the turn on: the dead-lettered
+    one waits in the dead-letter queue, and its successor is never sent."""
+    first = jobs.create_job(author.id, "fan", 6, unit_size=2, ordered=True)
+    second = jobs.create_job(author.id, "more", 2, unit_size=2, ordered=True)
+    for unit in range(done_before):
+        jobs.apply_unit(first.id, unit)
+    JobUnit.mark_failed(first.id, done_before, "RuntimeError: boom")
+    sent()
+    jobs.cancel_job(first.id)
+    assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})]
+    # Cancelled again, or its dead letter replayed: the turn is not passed twice.
+    jobs.cancel_job(first.id)
+    assert jobs.apply_unit(first.id, done_before) == (None, None, 0, True)
+    assert sent() == []
+    assert jobs.apply_unit(second.id, 0).created == 2
+
+
+def test_cancelling_an_ordered_job_with_a_unit_in_flight_leaves_the_turn_to_that_unit(author):
+    """A dead letter that is not the chain's head (a unit done since, by a
+    replay) holds nothing: the unit in flight passes the turn on, once."""
+    first = jobs.create_job(author.id, "fan", 6, unit_size=2, ordered=True)
+    second = jobs.create_job(author.id, "more", 2, unit_size=2, ordered=True)
+    assert sent() == [("add_followers", {"job_id": first.id, "unit": 0})]
+    JobUnit.mark_failed(first.id, 0, "RuntimeError: boom")
+    jobs.apply_unit(first.id, 0)  # replayed after a fix: done, and unit 1 is sent
+    assert sent() == [("add_followers", {"job_id": first.id, "unit": 1})]
+    jobs.cancel_job(first.id)
+    assert sent() == []
+    assert jobs.apply_unit(first.id, 1) == (None, None, 1, True)
+    assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})]
+
+
 def test_a_split_job_of_a_cancelled_job_writes_no_unit(author, monkeypatch):
     import settings
 

@@ -6,6 +6,7 @@ import time
 import uuid
 
 import pytest
+import requests
 
 from harness import Stack, delete_queues, free_port, publish_raw, queue_depth, wait_for
 from lab.observe import Observer
@@ -146,30 +147,56 @@ def test_malformed_messages_are_dead_lettered_and_good_ones_still_complete(stack
         observer.close()
 
 
-def test_a_finished_ordered_unit_delivered_again_runs_once_and_sends_nothing():
+@pytest.fixture(scope="module")
+def ordered_stack():
+    """Ordered users; the unit holding follower stuck_#0 is dead-lettered at once."""
+    env = {"FOLLOWERS_PER_MESSAGE": "2", "ORDERED_PER_USER": "1", "FAULT_RAISE_ON_LOGIN": "stuck_#0",
+           "MAX_RETRIES": "0"}
+    with Stack("e2e_ordered", env=env, threads=2, workers_module="lab.workers") as stack:
+        stack.reset()
+        stack.start()
+        yield stack
+
+
+def test_a_finished_ordered_unit_delivered_again_runs_once_and_sends_nothing(ordered_stack):
     """The chain of an ordered user cannot fork: a duplicate of a done unit
     (what a redelivery after a crash is) runs, finds its unit done, and
     sends no successor, so nothing after it runs again."""
-    env = {"FOLLOWERS_PER_MESSAGE": "2", "ORDERED_PER_USER": "1"}
-    with Stack("e2e_fork", env=env, threads=2, workers_module="lab.workers") as stack:
-        stack.reset()
-        stack.start()
-        author = create_user(stack, "author")
-        jobs = [submit_async(stack, author, f"o{i}", 6)["jobId"] for i in range(4)]  # 4 jobs x 3 units
-        for job_id in jobs:
-            assert stack.wait_job(job_id)["status"] == "done"
-        observer = Observer(stack)
-        try:
-            def runs():
-                return observer._value("SELECT count(*) FROM message_events WHERE actor_name = 'add_followers'")
+    stack = ordered_stack
+    author = create_user(stack, "author")
+    jobs = [submit_async(stack, author, f"o{i}", 6)["jobId"] for i in range(4)]  # 4 jobs x 3 units
+    for job_id in jobs:
+        assert stack.wait_job(job_id)["status"] == "done"
+    observer = Observer(stack)
+    try:
+        def runs():
+            return observer._value("SELECT count(*) FROM message_events WHERE actor_name = 'add_followers'")
 
-            wait_for(lambda: runs() == 12, timeout=10, what="12 unit runs")
-            for unit in (0, 1):  # the first job's first units, long done
-                publish_raw(stack.queue_name, dramatiq_message(stack.queue_name, kwargs={"job_id": jobs[0],
-                                                                                       "unit": unit}))
-            wait_for(lambda: runs() == 14, timeout=10, what="the 2 duplicates to run")
-            time.sleep(1.5)  # a forked chain would keep running now
-            assert runs() == 14 and observer.ready() == 0
-            assert observer.unexplained_runs() == 2  # the two duplicates, and nothing after them
-        finally:
-            observer.close()
+        wait_for(lambda: runs() == 12, timeout=10, what="12 unit runs")
+        for unit in (0, 1):  # the first job's first units, long done
+            publish_raw(stack.queue_name, dramatiq_message(stack.queue_name, kwargs={"job_id": jobs[0],
+                                                                                   "unit": unit}))
+        wait_for(lambda: runs() == 14, timeout=10, what="the 2 duplicates to run")
+        time.sleep(1.5)  # a forked chain would keep running now
+        assert runs() == 14 and observer.ready() == 0
+        assert observer.unexplained_runs() == 2  # the two duplicates, and nothing after them
+    finally:
+        observer.close()
+
+
+def test_cancelling_the_ordered_job_a_dead_letter_holds_lets_the_users_next_job_run(ordered_stack):
+    """Order first: a dead-lettered unit holds its user's next jobs until it
+    is replayed. Cancelling its job is the other way out: the next job runs."""
+    stack = ordered_stack
+    author = create_user(stack, "held")
+    stuck = submit_async(stack, author, "stuck", 6)["jobId"]  # unit 0 holds stuck_#0
+    after = submit_async(stack, author, "after", 4)["jobId"]
+    wait_for(lambda: stack.get(f"/api/v1/jobs/{stuck}").json()["messages"]["failed"] == 1, timeout=20,
+             what="unit 0 of the stuck job dead-lettered")
+    time.sleep(1)  # the next job would have started by now
+    assert stack.get(f"/api/v1/jobs/{after}").json()["status"] == "queued"
+    cancelled = requests.delete(f"{stack.url}/api/v1/jobs/{stuck}", timeout=10)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    job = stack.wait_job(after, timeout=20)
+    assert (job["status"], job["created"]) == ("done", 4)
+    assert stack.get(f"/api/v1/jobs/{stuck}").json()["created"] == 0

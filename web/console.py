@@ -76,11 +76,19 @@ class JobPage:
 
 
 class CancelJobAction:
+    """Parameters:
+      relay(Relay): woken after the cancel, as by ``JobResource``.
+    """
+
     console = True
+
+    def __init__(self, *, relay):
+        self.relay = relay
 
     def on_post(self, req, resp, job_id):
         try:
             jobs.cancel_job(job_id)
+            self.relay.wake()
             notice = "cancelled"
         except jobs.JobFinished:
             notice = "finished"

@@ -43,10 +43,19 @@ class JobsResource:
 
 
 class JobResource:
+    """Parameters:
+      relay(Relay): This process's outbox relay, woken after a cancel that
+        passed an ordered chain on (``jobs.cancel_job``).
+    """
+
     token_required = ("DELETE",)  # when settings.API_TOKEN is set (web.middleware.BearerToken)
+
+    def __init__(self, *, relay):
+        self.relay = relay
 
     def on_get(self, req, resp, job_id):
         resp.media = get_job(job_id).to_dict()
 
     def on_delete(self, req, resp, job_id):
         resp.media = jobs.cancel_job(job_id).to_dict()
+        self.relay.wake()
