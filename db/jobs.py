@@ -245,6 +245,7 @@ class Job(BaseModel):
             "created": progress["created"],
             "skipped": progress["skipped"],
             "status": progress["status"],
+            "cancellable": self.cancellable(progress["status"]),
             # The API calls a job's units "messages": one message each.
             "messages": {"total": self.units, "done": progress["done"], "failed": progress["failed"]},
             "errors": errors,
@@ -274,20 +275,33 @@ class Job(BaseModel):
     @classmethod
     def cancel(cls, job_id):
         """Mark the job cancelled, in one statement that leaves a finished
-        job alone (failed to publish, or every unit done or dead-lettered).
-        True if this call cancelled it. From then on no unit of it applies:
+        job alone: failed to publish, every unit done, or every unit done or
+        dead-lettered, unless it is ordered (``cancellable``). True if this
+        call cancelled it. From then on no unit of it applies:
         ``JobUnit.apply`` checks the status in its own statement, under a
         share lock of the row, so this waits for a unit under way."""
         cursor = database.execute_sql(
             """
             UPDATE jobs SET status = 'cancelled', updated_at = now()
+            FROM (SELECT count(*) FILTER (WHERE status = 'done') AS done,
+                         count(*) FILTER (WHERE status = 'failed') AS failed
+                  FROM job_units WHERE job_id = %(job)s) AS u
             WHERE id = %(job)s AND status NOT IN ('failed', 'cancelled')
-              AND units > (SELECT count(*) FROM job_units WHERE job_id = %(job)s AND status IN ('done', 'failed'))
+              AND units > u.done AND (ordered OR units > u.done + u.failed)
             RETURNING id
             """,
             {"job": job_id},
         )
         return cursor.fetchone() is not None
+
+    def cancellable(self, status):
+        """Whether ``cancel`` would cancel the job, whose derived status is
+        ``status``: while it is queued or running, or, ordered, failed by a
+        dead letter, which holds its user's next ordered jobs until it is
+        replayed or the job cancelled (its units run one after another, so
+        the first one not done is that dead letter). The rule of ``cancel``'s
+        statement, read from what the job's page has fetched already."""
+        return status in ("queued", "running") or (status == "failed" and self.ordered and self.status != "failed")
 
     @classmethod
     def page(cls, *, status=None, user_id=None, before=None, limit=50):

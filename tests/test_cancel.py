@@ -138,6 +138,44 @@ def test_cancelling_an_ordered_job_held_by_a_dead_letter_starts_the_users_next_o
     assert jobs.apply_unit(second.id, 0).created == 2
 
 
+def test_an_ordered_job_failed_by_its_last_unit_can_be_cancelled_and_starts_the_users_next_one(author):
+    """Every unit done or dead-lettered: finished, but for an ordered job
+    the dead letter still holds the user's next jobs, and cancel lets them go."""
+    first = jobs.create_job(author.id, "fan", 4, unit_size=2, ordered=True)
+    second = jobs.create_job(author.id, "more", 2, unit_size=2, ordered=True)
+    jobs.apply_unit(first.id, 0)
+    JobUnit.mark_failed(first.id, 1, "RuntimeError: boom")
+    sent()
+    before = Job.get_by_id(first.id).to_dict()
+    assert (before["status"], before["cancellable"]) == ("failed", True)
+    after = jobs.cancel_job(first.id).to_dict()
+    assert (after["status"], after["cancellable"], after["created"]) == ("cancelled", False, 2)
+    assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})]
+    assert jobs.apply_unit(first.id, 1) == (None, None, 0, True) and sent() == []
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+@pytest.mark.parametrize("state", ["queued", "running", "held", "done", "failed", "failed to publish", "cancelled"])
+def test_a_job_is_cancellable_exactly_when_cancel_cancels_it(author, ordered, state):
+    job = jobs.create_job(author.id, "fan", 4, unit_size=2, ordered=ordered)
+    if state in ("running", "done"):
+        jobs.apply_unit(job.id, 0)
+    if state == "done":
+        jobs.apply_unit(job.id, 1)
+    if state in ("held", "failed"):
+        JobUnit.mark_failed(job.id, 0, "boom")
+    if state == "failed":
+        JobUnit.mark_failed(job.id, 1, "bang")
+    if state == "failed to publish":
+        Job.update(status="failed").where(Job.id == job.id).execute()
+    if state == "cancelled":
+        jobs.cancel_job(job.id)
+    shown = Job.get_by_id(job.id).to_dict()
+    (listed,) = [job_.to_dict(progress=progress, unit_errors=errors) for job_, progress, errors in Job.page()]
+    assert listed["cancellable"] == shown["cancellable"]
+    assert shown["cancellable"] == Job.cancel(job.id)
+
+
 def test_cancelling_an_ordered_job_with_a_unit_in_flight_leaves_the_turn_to_that_unit(author):
     """A dead letter that is not the chain's head (a unit done since, by a
     replay) holds nothing: the unit in flight passes the turn on, once."""

@@ -12,7 +12,7 @@ import requests
 import api
 import followers
 import jobs
-from db import Job
+from db import Job, JobUnit
 from harness import Stack
 from tests.api_helpers import TOKEN
 from tests.e2e_helpers import create_user, submit_async, unique
@@ -118,14 +118,22 @@ def test_a_form_without_its_csrf_token_changes_nothing(stack):
     assert stack.get(f"/api/v1/jobs/{job_id}").json()["status"] == "queued"
 
 
+def cancel_form(page):
+    """The job page's cancel form tag (hidden unless the job is cancellable)."""
+    return re.search(r'<form[^>]*data-field="cancel"[^>]*>', page).group()
+
+
 def test_the_cancel_button_cancels_and_says_so(stack):
     session = logged_in(stack)
     job_id = submit_async(stack, create_user(stack, unique("c")), unique("b"), 5)["jobId"]
-    csrf = csrf_of(get(stack, f"/console/jobs/{job_id}", session).text)
+    queued = get(stack, f"/console/jobs/{job_id}", session).text
+    csrf = csrf_of(queued)
+    assert not cancel_form(queued).endswith("hidden>")  # the button shown: the job is cancellable
     response = post(stack, f"/console/jobs/{job_id}/cancel", {"csrf": csrf}, session)
     assert response.status_code == 303 and response.headers["Location"].startswith(f"/console/jobs/{job_id}?")
     page = get(stack, response.headers["Location"], session).text
     assert f"Job {job_id} is cancelled" in page and 'data-status="cancelled"' in page
+    assert cancel_form(page).endswith("hidden>")
     assert stack.get(f"/api/v1/jobs/{job_id}").json()["status"] == "cancelled"
     again = get(stack, post(stack, f"/console/jobs/{job_id}/cancel", {"csrf": csrf}, session).headers["Location"],
                 session)
@@ -182,6 +190,18 @@ def test_without_a_token_the_console_is_open_and_its_forms_still_need_their_csrf
         "Cookie": f"{COOKIE}={cookie.value}", "Content-Type": "application/x-www-form-urlencoded"})
     assert response.status_code == 303
     assert Job.get_by_id(job_id).status == "cancelled"
+
+
+def test_the_cancel_button_shows_on_an_ordered_job_a_dead_letter_holds(test_database):
+    """Failed, yet cancellable: cancelling it lets its user's next ordered jobs run."""
+    client = falcon.testing.TestClient(api.create_app(api_token=""))
+    user = followers.create_user(unique("held"), "pw", 1)
+    held, unordered = (jobs.create_job(user.id, unique("fan"), 2, ordered=ordered).id for ordered in (True, False))
+    for job_id in (held, unordered):
+        JobUnit.mark_failed(job_id, 0, "RuntimeError: boom")
+    page = client.simulate_get(f"/console/jobs/{held}").text
+    assert 'data-status="failed"' in page and not cancel_form(page).endswith("hidden>")
+    assert cancel_form(client.simulate_get(f"/console/jobs/{unordered}").text).endswith("hidden>")
 
 
 def create_job_in_process():

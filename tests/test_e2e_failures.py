@@ -184,17 +184,20 @@ def test_a_finished_ordered_unit_delivered_again_runs_once_and_sends_nothing(ord
         observer.close()
 
 
-def test_cancelling_the_ordered_job_a_dead_letter_holds_lets_the_users_next_job_run(ordered_stack):
+@pytest.mark.parametrize("count, status", [(6, "running"), (2, "failed")])  # units left, or none
+def test_cancelling_the_ordered_job_a_dead_letter_holds_lets_the_users_next_job_run(ordered_stack, count, status):
     """Order first: a dead-lettered unit holds its user's next jobs until it
     is replayed. Cancelling its job is the other way out: the next job runs."""
     stack = ordered_stack
-    author = create_user(stack, "held")
-    stuck = submit_async(stack, author, "stuck", 6)["jobId"]  # unit 0 holds stuck_#0
-    after = submit_async(stack, author, "after", 4)["jobId"]
+    author = create_user(stack, f"held{count}")
+    stuck = submit_async(stack, author, "stuck", count)["jobId"]  # unit 0 holds stuck_#0
+    after = submit_async(stack, author, f"after{count}", 4)["jobId"]
     wait_for(lambda: stack.get(f"/api/v1/jobs/{stuck}").json()["messages"]["failed"] == 1, timeout=20,
              what="unit 0 of the stuck job dead-lettered")
     time.sleep(1)  # the next job would have started by now
     assert stack.get(f"/api/v1/jobs/{after}").json()["status"] == "queued"
+    held = stack.get(f"/api/v1/jobs/{stuck}").json()
+    assert (held["status"], held["cancellable"]) == (status, True)
     cancelled = requests.delete(f"{stack.url}/api/v1/jobs/{stuck}", timeout=10)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     job = stack.wait_job(after, timeout=20)

@@ -114,7 +114,7 @@ const pages = {
     setText(document, "failed", job.messages.failed);
     setText(document, "updatedAt", shortTime(job.updatedAt));
     fillProgress(document, job);
-    field(document, "cancel").hidden = !["queued", "running"].includes(job.status);
+    field(document, "cancel").hidden = !job.cancellable;
     const errors = field(document, "errors");
     errors.replaceChildren(...(job.errors.length ? job.errors : ["none"]).map((text) => {
       const item = document.createElement("li");
