@@ -40,6 +40,16 @@ def db(test_database):
         yield test_database
 
 
+def require_broker_figures(answer):
+    """Fail at once, saying what to do, when an overview (``ops.queues``)
+    says RabbitMQ's management API does not answer: the plugin is off on
+    this machine (``./run tests`` turns it on; plain pytest does not)."""
+    if not answer["broker"]["available"]:
+        pytest.fail(f"{answer['broker']['description']}: turn the management plugin on "
+                    "(rabbitmq-plugins enable rabbitmq_management), as ./run tests does", pytrace=False)
+    return answer
+
+
 @pytest.fixture(scope="session")
 def artifacts():
     path = ROOT / "artifacts"
