@@ -127,8 +127,8 @@ def cancel_job(job_id):
     """Cancel a job: its units not applied yet are skipped (a unit whose
     statement is under way finishes first: the cancel waits for it).
     Returns the job as it stands. Idempotent: cancelling a cancelled job
-    changes nothing. Raises NotFound, or JobFinished for a job done or
-    failed.
+    changes nothing. Raises NotFound, or JobFinished for a job done, or
+    failed and unordered (``Job.cancellable``).
 
     An ordered job passes its user's chain on when its next unit comes
     round (``apply_unit``); one whose chain waits on a dead letter has none
