@@ -171,7 +171,7 @@ def test_a_job_is_cancellable_exactly_when_cancel_cancels_it(author, ordered, st
     if state == "cancelled":
         jobs.cancel_job(job.id)
     shown = Job.get_by_id(job.id).to_dict()
-    (listed,) = [job_.to_dict(progress=progress, unit_errors=errors) for job_, progress, errors in Job.page()]
+    (listed,) = [row.to_dict(progress=progress, unit_errors=errors) for row, progress, errors in Job.page()]
     assert listed["cancellable"] == shown["cancellable"]
     assert shown["cancellable"] == Job.cancel(job.id)
 

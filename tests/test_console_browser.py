@@ -53,6 +53,8 @@ def test_an_operator_watches_cancels_and_replays(stack, browser, artifacts):  # 
     page.fill("input[name=token]", TOKEN)
     page.click("form.login button")
     expect(page).to_have_url(f"{stack.url}/console/jobs")
+    # It polls every second, less often when a page takes the server long to build.
+    assert page.evaluate("() => [nextPollDelay(1000, 5), nextPollDelay(1000, 350)]") == [1000, 3150]
 
     # Jobs submitted through the API appear on the open page and their bars fill up to 100 %.
     page.evaluate("""() => {

@@ -143,10 +143,20 @@ const pages = {
   },
 };
 
+// A page the server takes long to build is asked for less often, so that an
+// open tab keeps the server busy a tenth of the time at most: a page of jobs
+// of a status no recent job has reads every job (docs/console.md), 0.35 s
+// for 300,000, which polled every second would keep a third of a core busy.
+const SERVER_SHARE = 0.1;
+function nextPollDelay(baseMs, tookMs) {
+  return Math.max(baseMs, tookMs / SERVER_SHARE - tookMs);
+}
+
 function poll(name) {
   const update = pages[name];
   if (!update) return;
   const tick = async () => {
+    const started = performance.now();
     try {
       await update(document.body);
       document.body.dataset.live = "ok";
@@ -154,7 +164,7 @@ function poll(name) {
       document.body.dataset.live = "error"; // the API did not answer: try again at the next tick
       console.warn(error);
     }
-    setTimeout(tick, POLL_MS[name]);
+    setTimeout(tick, nextPollDelay(POLL_MS[name], performance.now() - started));
   };
   tick();
 }
