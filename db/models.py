@@ -123,10 +123,12 @@ class User(BaseModel):
         Logins are nearly always new: the statement first inserts without
         ``ON CONFLICT``, whose speculative insertion costs every row (two
         statements of 5,000 at once: 109 ms against 124, docs/benchmark.md).
-        Only if a login exists (a repeated request, one that failed half-way)
-        does it run again, skipping those. The first try is a transaction of
-        its own, or a savepoint inside the caller's: its failure undoes
-        nothing else (PostgreSQL's log shows its unique violation).
+        Only if a login exists does it run again, skipping those. A repeated
+        request (a client's retry, or one that failed half-way: each range
+        commits whole) has the range's first login: the first try then adds
+        nothing, without an error. Another existing login fails it with a
+        unique violation (in PostgreSQL's log); it is a transaction of its
+        own, or a savepoint inside the caller's, so that undoes nothing else.
         """
         if stop <= start:
             return 0
@@ -139,10 +141,12 @@ class User(BaseModel):
         }
         try:
             with database.atomic():
-                return database.execute_sql(_ADD_NEW_FOLLOWERS, params).fetchone()[0]
+                created = database.execute_sql(_ADD_NEW_FOLLOWERS, params).fetchone()[0]
+            if created:
+                return created
         except IntegrityError:
-            # Any other integrity error (the author deleted meanwhile) is raised by this one again.
-            return database.execute_sql(_ADD_FOLLOWERS_SKIPPING_EXISTING, params).fetchone()[0]
+            pass  # any other integrity error (the author deleted meanwhile) is raised by the next one again
+        return database.execute_sql(_ADD_FOLLOWERS_SKIPPING_EXISTING, params).fetchone()[0]
 
 
 #: ``User.followers_page``'s statement; parameters: author, cursor, author,
@@ -181,10 +185,13 @@ def followers_ctes(*, password, source="", prefix="%(prefix)s", start="%(start)s
     are SQL expressions (parameters by default); ``source`` a FROM item they
     may refer to, ``author_source`` the one ``author`` refers to if another
     (one row: a source of several ranges must not multiply the
-    subscriptions). Without ``skip_existing`` an existing login fails the
-    statement (a unique violation) instead of being skipped."""
+    subscriptions). Without ``skip_existing`` the statement adds nothing
+    if the range's first login exists (a repeated request: the caller runs
+    it again skipping existing logins), and any other existing login fails
+    it (a unique violation) instead of being skipped."""
     author_source = source if author_source is None else author_source
     on_conflict = "ON CONFLICT (login) DO NOTHING" if skip_existing else ""
+    first_is_new = "" if skip_existing else f"WHERE NOT EXISTS (SELECT FROM users WHERE login = {prefix} || {start})"
     source = f"{source}, " if source else ""
     author_source = f"{author_source}, " if author_source else ""
     return f"""
@@ -192,6 +199,7 @@ def followers_ctes(*, password, source="", prefix="%(prefix)s", start="%(start)s
             INSERT INTO users (login, password, age, is_active)
             SELECT {prefix} || i, {password}, i, TRUE
             FROM {source}generate_series({start}, {stop} - 1) AS i
+            {first_is_new}
             ORDER BY i
             {on_conflict}
             RETURNING id, age

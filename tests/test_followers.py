@@ -33,6 +33,29 @@ def test_repeating_a_request_creates_nothing_new(author):
     assert Subscription.select().where(Subscription.author == author).count() == 15
 
 
+def test_a_repeated_request_fails_no_statement(author, monkeypatch):
+    """A client's retry finds the range's first login there: no statement
+    fails, so PostgreSQL's log shows no unique violation for it (a range
+    whose first login is new and another taken still does: the savepoint
+    test below)."""
+    followers.add_followers_now(author, "fan", 10)
+    failed = []
+    execute_sql = database.execute_sql
+
+    def recording(sql, params=None):
+        try:
+            return execute_sql(sql, params)
+        except Exception as error:
+            failed.append(error)
+            raise
+
+    monkeypatch.setattr(database, "execute_sql", recording)
+    assert followers.add_followers_now(author, "fan", 10) == (0, 10)
+    assert followers.add_followers_now(author, "fan", 12) == (2, 10)
+    assert failed == []
+    assert FollowerCount.of_user(author.id) == 12
+
+
 def test_existing_login_is_skipped_and_not_subscribed(author):
     other = followers.create_user("other", "pw", 1)
     taken = followers.create_user("fan_#3", "pw", 99)
