@@ -1,33 +1,41 @@
-"""Salted password hashes with the stdlib's scrypt.
+"""Salted password hashes with scrypt.
 
 Stored as ``scrypt$N$r$p$salt$hash`` (base64), so the cost can be raised later
 without breaking the hashes already stored.
 
+Computed by libsodium (PyNaCl), which gives the bytes the stdlib's
+``hashlib.scrypt`` (OpenSSL) gives for the same parameters, in ~15% less
+CPU: every async job pays one hash, ~90% of a one-follower job's worker
+CPU (docs/benchmark.md, the seventh session). Hashes stored by either
+verify with either.
+
 Every hash runs on one of a few threads of the process's own
 (``_scrypt``): scrypt takes 128·r·N bytes (16 MB at the default cost) for a
-hash, and glibc keeps a freed block that large in the arena of the thread
-that freed it. A worker whose 8 threads had each hashed once held ~130 MB it
-never used again (docs/benchmark.md: the memory row). On ``os.cpu_count()``
-threads that is at most that many blocks, each reused by the next hash on
-its thread; and no hash waits for a core it could have had, since scrypt is
-all CPU (it releases the GIL).
+hash, so ``os.cpu_count()`` threads bound what hashes hold at once; and no
+hash waits for a core it could have had, since scrypt is all CPU (it
+releases the GIL). (With OpenSSL's scrypt the bound mattered more: glibc
+kept a freed block that large in the arena of each thread that had hashed,
+~130 MB in a worker of 8 threads; docs/benchmark.md, the memory row.)
 
 Native threads even in the API, whose gevent worker (gunicorn.conf.py)
 turns ``threading``'s threads into greenlets: a hash on a greenlet would
-stop every other request of the process for its ~50 ms.
+stop every other request of the process for its ~35 ms.
 """
 
 import base64
 import functools
-import hashlib
 import hmac
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from nacl.bindings import crypto_pwhash_scryptsalsa208sha256_ll as sodium_scrypt
+
 import settings
 
 _R, _P, _DKLEN = 8, 1, 32
+_MAXMEM = 2**26  # 64 MB: up to N=2**15 at r=8, twice the default cost
+_MIN_DKLEN = 16  # a stored digest shorter than this is not one of ours (an empty one would match anything)
 
 
 def _b64(raw):
@@ -51,9 +59,14 @@ def _hashing_threads(pid):
     return _native_thread_pool()(max_workers=os.cpu_count() or 1, thread_name_prefix="scrypt")
 
 
+def _derive(password, *, salt, n, r, p, dklen):
+    """scrypt by libsodium; raises ValueError for parameters it refuses."""
+    return sodium_scrypt(password, salt, n, r, p, dklen=dklen, maxmem=_MAXMEM)
+
+
 def _scrypt(password, **params):
-    """hashlib.scrypt, on one of this process's hashing threads."""
-    return _hashing_threads(os.getpid()).submit(hashlib.scrypt, password, maxmem=2**26, **params).result()
+    """``_derive``, on one of this process's hashing threads."""
+    return _hashing_threads(os.getpid()).submit(_derive, password, **params).result()
 
 
 def hash_password(password, *, cost=None):
@@ -69,6 +82,8 @@ def verify_password(password, stored):
         if scheme != "scrypt":
             return False
         expected = base64.b64decode(digest)
+        if len(expected) < _MIN_DKLEN:
+            return False
         actual = _scrypt(
             password.encode(),
             salt=base64.b64decode(salt),

@@ -1,3 +1,6 @@
+import base64
+import hashlib
+import os
 import subprocess
 import sys
 
@@ -15,6 +18,22 @@ def test_hash_is_salted_and_verifies():
 def test_garbage_never_verifies():
     assert not passwords.verify_password("secret", "plain-text")
     assert not passwords.verify_password("secret", "scrypt$x$8$1$AA==$AA==")
+    for n, r, p in ((3, 8, 1), (16384, 0, 1), (16384, 8, 0), (2**30, 8, 1)):  # refused by libsodium
+        assert not passwords.verify_password("secret", f"scrypt${n}${r}${p}$AAAA$" + "A" * 44)
+    # An empty digest would match any password (libsodium derives 0 bytes without complaint).
+    assert not passwords.verify_password("secret", "scrypt$16384$8$1$AAAA$")
+
+
+def test_hashes_are_the_stdlibs_scrypt_so_stored_ones_keep_verifying():
+    """libsodium's scrypt gives OpenSSL's bytes (hashlib.scrypt, which
+    earlier releases stored): each verifies what the other made."""
+    salt = os.urandom(16)
+    made_by_hashlib = hashlib.scrypt(b"secret", salt=salt, n=1024, r=8, p=1, dklen=32)
+    stored = f"scrypt$1024$8$1${base64.b64encode(salt).decode()}${base64.b64encode(made_by_hashlib).decode()}"
+    assert passwords.verify_password("secret", stored) and not passwords.verify_password("Secret", stored)
+    _, n, r, p, salt, digest = passwords.hash_password("secret", cost=1024).split("$")
+    assert hashlib.scrypt(b"secret", salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+                          dklen=32) == base64.b64decode(digest)
 
 
 def test_hashing_on_many_threads_keeps_few_scrypt_blocks():
@@ -56,19 +75,18 @@ def test_under_gevent_a_hash_leaves_the_other_requests_running():
     script = """
 from gevent import monkey
 monkey.patch_all()
-import hashlib
 import gevent
 import passwords
 
 state = {"hashing": False, "ticks": 0}
-real_scrypt = hashlib.scrypt
-def scrypt(*args, **kwargs):
+real_derive = passwords._derive
+def derive(*args, **kwargs):
     state["hashing"] = True
     try:
-        return real_scrypt(*args, **kwargs)
+        return real_derive(*args, **kwargs)
     finally:
         state["hashing"] = False
-hashlib.scrypt = scrypt
+passwords._derive = derive
 
 def tick():
     while True:
