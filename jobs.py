@@ -123,17 +123,25 @@ def enqueue_units(job_id):
     return written
 
 
+class Cancelled(NamedTuple):
+    """What cancelling a job did. ``sent``: messages it wrote to the outbox
+    (the user's next ordered job, when this one was held by a dead letter)."""
+
+    job: Job  # as it stands after the cancel
+    sent: int
+
+
 def cancel_job(job_id):
     """Cancel a job: its units not applied yet are skipped (a unit whose
     statement is under way finishes first: the cancel waits for it).
-    Returns the job as it stands. Idempotent: cancelling a cancelled job
-    changes nothing. Raises NotFound, or JobFinished for a job done, or
-    failed and unordered (``Job.cancellable``).
+    Returns ``Cancelled``. Idempotent: cancelling a cancelled job changes
+    nothing. Raises NotFound, or JobFinished for a job done, or failed and
+    unordered (``Job.cancellable``).
 
     An ordered job passes its user's chain on when its next unit comes
     round (``apply_unit``); one whose chain waits on a dead letter has none
-    coming, so the cancel passes it on, under the user's ordering lock.
-    Writes to the outbox then: the caller wakes the relay."""
+    coming, so the cancel passes it on, under the user's ordering lock."""
+    sent = 0
     with database.atomic():
         job = Job.get_or_none(Job.id == job_id)
         if job is None:
@@ -142,8 +150,8 @@ def cancel_job(job_id):
             User.lock_for_ordering(job.user_id)
         cancelled = Job.cancel(job_id)
         if cancelled and job.ordered:
-            JobUnit.pass_turn_held_by_dead_letter(job_id, job.user_id, queue=settings.QUEUE_NAME)
+            sent = int(JobUnit.pass_turn_held_by_dead_letter(job_id, job.user_id, queue=settings.QUEUE_NAME))
         job = Job.get_by_id(job_id)
     if not cancelled and job.status != "cancelled":
         raise JobFinished(f"job {job_id} is {job.to_dict()['status']} already; only an unfinished job can be cancelled")
-    return job
+    return Cancelled(job, sent)

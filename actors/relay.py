@@ -74,16 +74,21 @@ class Relay:
         self._batch_started = float("-inf")  # monotonic time of the last batch's start
         self._batch_rows = 0  # rows of the last batch
 
+    @property
+    def running(self):
+        """Whether this process has started the relay's thread."""
+        return self._pid == os.getpid() and self._thread is not None and self._thread.is_alive()
+
     def wake(self):
         """Publish what this process has just committed, now."""
         self.start()
         self._woken.set()
 
     def start(self):
-        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+        if self.running:
             return
         with self._start_lock:
-            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+            if self.running:
                 return
             self._pid = os.getpid()
             self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)

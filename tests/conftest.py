@@ -40,6 +40,20 @@ def db(test_database):
         yield test_database
 
 
+@pytest.fixture(autouse=True)
+def no_process_relay_in_the_tests():
+    """This process's own outbox relay (``actors.relay``, started by the
+    first wake) would publish the tests' database's outbox from a thread
+    of its own, every second, under the tests that read that outbox
+    (tests/test_relay.py, test_cancel's ``sent``): they would lose rows at
+    random. An in-process test must not wake it; tests that need a relay
+    run real processes, or a ``Relay`` of their own."""
+    yield
+    actors = sys.modules.get("actors")  # not imported by this test session: no relay either
+    assert actors is None or not actors.relay.running, (
+        "this test woke the process's outbox relay (actors.relay); see the fixture")
+
+
 def require_broker_figures(answer):
     """Fail at once, saying what to do, when an overview (``ops.queues``)
     says RabbitMQ's management API does not answer: the plugin is off on

@@ -26,7 +26,7 @@ def sent():
 def test_a_cancelled_job_applies_no_unit_after_the_cancel(author):
     job = jobs.create_job(author.id, "fan", 10, unit_size=4)
     jobs.apply_unit(job.id, 0)
-    state = jobs.cancel_job(job.id).to_dict()
+    state = jobs.cancel_job(job.id).job.to_dict()
     # What was done before the cancel stays, and is told.
     assert (state["status"], state["created"], state["messages"]) == (
         "cancelled", 4, {"total": 3, "done": 1, "failed": 0})
@@ -48,7 +48,7 @@ def test_a_cancel_waits_for_a_unit_under_way_and_no_unit_applies_after_it(author
 
     def cancel():
         with database.connection_context():
-            cancelled.append(jobs.cancel_job(job.id).to_dict())
+            cancelled.append(jobs.cancel_job(job.id).job.to_dict())
 
     thread = threading.Thread(target=cancel)
     thread.start()
@@ -72,8 +72,8 @@ def test_a_replayed_dead_letter_of_a_cancelled_job_does_nothing(author):
 
 def test_cancel_is_idempotent(author):
     job = jobs.create_job(author.id, "fan", 10, unit_size=4)
-    first = jobs.cancel_job(job.id)
-    again = jobs.cancel_job(job.id)
+    first = jobs.cancel_job(job.id).job
+    again = jobs.cancel_job(job.id).job
     assert first.to_dict()["status"] == again.to_dict()["status"] == "cancelled"
     assert again.updated_at == first.updated_at  # the second call changed nothing
 
@@ -98,7 +98,7 @@ def test_a_finished_job_cannot_be_cancelled(author, finish):
 def test_a_job_with_a_dead_lettered_unit_but_units_left_can_be_cancelled(author):
     job = jobs.create_job(author.id, "fan", 6, unit_size=2)
     JobUnit.mark_failed(job.id, 0, "boom")
-    assert jobs.cancel_job(job.id).to_dict()["status"] == "cancelled"
+    assert jobs.cancel_job(job.id).job.to_dict()["status"] == "cancelled"
 
 
 def test_cancelling_an_unknown_job_is_not_found(db):
@@ -129,10 +129,10 @@ def test_cancelling_an_ordered_job_held_by_a_dead_letter_starts_the_users_next_o
         jobs.apply_unit(first.id, unit)
     JobUnit.mark_failed(first.id, done_before, "RuntimeError: boom")
     sent()
-    jobs.cancel_job(first.id)
+    assert jobs.cancel_job(first.id).sent == 1  # the caller wakes the relay
     assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})]
     # Cancelled again, or its dead letter replayed: the turn is not passed twice.
-    jobs.cancel_job(first.id)
+    assert jobs.cancel_job(first.id).sent == 0
     assert jobs.apply_unit(first.id, done_before) == (None, None, 0, True)
     assert sent() == []
     assert jobs.apply_unit(second.id, 0).created == 2
@@ -148,7 +148,7 @@ def test_an_ordered_job_failed_by_its_last_unit_can_be_cancelled_and_starts_the_
     sent()
     before = Job.get_by_id(first.id).to_dict()
     assert (before["status"], before["cancellable"]) == ("failed", True)
-    after = jobs.cancel_job(first.id).to_dict()
+    after = jobs.cancel_job(first.id).job.to_dict()
     assert (after["status"], after["cancellable"], after["created"]) == ("cancelled", False, 2)
     assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})]
     assert jobs.apply_unit(first.id, 1) == (None, None, 0, True) and sent() == []
@@ -185,7 +185,7 @@ def test_cancelling_an_ordered_job_with_a_unit_in_flight_leaves_the_turn_to_that
     JobUnit.mark_failed(first.id, 0, "RuntimeError: boom")
     jobs.apply_unit(first.id, 0)  # replayed after a fix: done, and unit 1 is sent
     assert sent() == [("add_followers", {"job_id": first.id, "unit": 1})]
-    jobs.cancel_job(first.id)
+    assert jobs.cancel_job(first.id).sent == 0
     assert sent() == []
     assert jobs.apply_unit(first.id, 1) == (None, None, 1, True)
     assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})]

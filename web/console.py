@@ -87,8 +87,8 @@ class CancelJobAction:
 
     def on_post(self, req, resp, job_id):
         try:
-            jobs.cancel_job(job_id)
-            self.relay.wake()
+            if jobs.cancel_job(job_id).sent:
+                self.relay.wake()
             notice = "cancelled"
         except jobs.JobFinished:
             notice = "finished"

@@ -45,7 +45,7 @@ class JobsResource:
 class JobResource:
     """Parameters:
       relay(Relay): This process's outbox relay, woken after a cancel that
-        passed an ordered chain on (``jobs.cancel_job``).
+        wrote a message (an ordered chain passed on: ``jobs.cancel_job``).
     """
 
     token_required = ("DELETE",)  # when settings.API_TOKEN is set (web.middleware.BearerToken)
@@ -57,5 +57,7 @@ class JobResource:
         resp.media = get_job(job_id).to_dict()
 
     def on_delete(self, req, resp, job_id):
-        resp.media = jobs.cancel_job(job_id).to_dict()
-        self.relay.wake()
+        job, sent = jobs.cancel_job(job_id)
+        if sent:
+            self.relay.wake()
+        resp.media = job.to_dict()
