@@ -22,7 +22,7 @@ TINY = [
     "--api-seconds", "0.5",
     "--latency-requests", "5",
     "--memory-count", "3000",
-    "--small-jobs", "4",
+    "--small-jobs", "30",  # the workers' CPU is read in 10 ms clock ticks: 4 cheap jobs could read 0
     "--depth-followers", "300",
     "--depth-requests", "2",
     "--prefix", "bench_smoke",
