@@ -108,6 +108,16 @@ _APPLY_UNITS = Prepared(
 )
 
 
+def _start_next_ordered_job_sql(source):
+    """How a cancelled ordered job passes its user's chain on, for a
+    data-modifying CTE: the outbox row of the first unit of user
+    ``%(user)s``'s next ordered job after job ``%(job)s``, once per row of
+    ``source`` (none when no job is next)."""
+    return Outbox.rows_sql("add_followers", unit_kwargs("next.job_id", "0"), f"""{source},
+        (SELECT {next_ordered_job_sql("%(user)s", "%(job)s")} AS job_id) AS next
+        WHERE next.job_id IS NOT NULL""")
+
+
 class JobUnit(BaseModel):
     """The "done" mark of one unit of work (job + unit), committed in the
     same statement as its followers: the idempotency key of the whole
@@ -184,9 +194,7 @@ class JobUnit(BaseModel):
                 ON CONFLICT (job_id, unit) DO NOTHING
                 RETURNING 1
             ), successor AS (
-                {Outbox.rows_sql("add_followers", unit_kwargs("next.job_id", "0"), f'''mark,
-                    (SELECT {next_ordered_job_sql("%(user)s", "%(job)s")} AS job_id) AS next
-                    WHERE next.job_id IS NOT NULL''')}
+                {_start_next_ordered_job_sql("mark")}
             )
             SELECT (SELECT count(*) FROM mark)
             """,
@@ -211,9 +219,7 @@ class JobUnit(BaseModel):
                   AND failed.unit = (SELECT count(*) FROM job_units AS done
                                      WHERE done.job_id = %(job)s AND done.status = 'done' AND done.unit < failed.unit)
             ), successor AS (
-                {Outbox.rows_sql("add_followers", unit_kwargs("next.job_id", "0"), f'''held,
-                    (SELECT {next_ordered_job_sql("%(user)s", "%(job)s")} AS job_id) AS next
-                    WHERE next.job_id IS NOT NULL''')}
+                {_start_next_ordered_job_sql("held")}
             )
             SELECT count(*) FROM successor
             """,
