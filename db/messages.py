@@ -94,6 +94,13 @@ class DeadLetter(BaseModel):
         return list(query.limit(limit).offset(offset)), query.count()
 
     @classmethod
+    def forget(cls, message_id):
+        """Delete the record of a dead letter; returns it as it was, or None
+        if there was none (forgotten already: once, whoever asks twice)."""
+        rows = list(cls.delete().where(cls.message_id == message_id).returning(cls).execute())
+        return rows[0] if rows else None
+
+    @classmethod
     def count_for(cls, queue_name):
         """Dead letters recorded for a work queue (its delay queue's included)."""
         return cls.select().where(cls.queue_name.in_([queue_name, f"{queue_name}.DQ"])).count()

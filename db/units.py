@@ -31,6 +31,20 @@ class UnitResult(NamedTuple):
     needs_lock: bool  # an ordered job's unit: apply it again under the user's lock
 
 
+def _successor_sql(source):
+    """What follows unit ``%(unit)s`` of an ordered job ``job`` (a CTE with
+    the job's id, user_id, units and ordered), for a data-modifying CTE:
+    the outbox row of the job's next unit or, after its last, of the first
+    unit of the user's next ordered job; once per row of ``source``."""
+    return Outbox.rows_sql("add_followers", unit_kwargs("next.job_id", "next.unit"), f"""{source},
+            LATERAL (
+                SELECT job.id AS job_id, %(unit)s + 1 AS unit WHERE %(unit)s + 1 < job.units
+                UNION ALL
+                SELECT {next_ordered_job_sql("job.user_id", "job.id")}, 0 WHERE %(unit)s + 1 >= job.units
+            ) AS next
+            WHERE job.ordered AND next.job_id IS NOT NULL""")
+
+
 # The unit statement (``JobUnit.apply``), prepared once per connection: it
 # runs once per message, and PostgreSQL spent twice as long parsing and
 # planning it as running it.
@@ -56,13 +70,7 @@ _APPLY_UNIT = Prepared(
             WHERE job_units.status = 'failed'  -- a replayed dead letter
         RETURNING created
     ), successor AS (
-        {Outbox.rows_sql("add_followers", unit_kwargs("next.job_id", "next.unit"), f'''job, unit,
-            LATERAL (
-                SELECT job.id AS job_id, %(unit)s + 1 AS unit WHERE %(unit)s + 1 < job.units
-                UNION ALL
-                SELECT {next_ordered_job_sql("job.user_id", "job.id")}, 0 WHERE %(unit)s + 1 >= job.units
-            ) AS next
-            WHERE job.ordered AND next.job_id IS NOT NULL''')}
+        {_successor_sql("job, unit")}
     )
     SELECT (SELECT count(*) FROM job) > 0, (SELECT created FROM unit), (SELECT count(*) FROM successor),
            j.units, COALESCE(j.ordered, FALSE), j.user_id, COALESCE(j.status = 'cancelled', FALSE),
@@ -106,6 +114,14 @@ _APPLY_UNITS = Prepared(
     """,
     job="integer", units="integer[]",
 )
+
+
+#: A condition on ``failed``, a unit of an ordered job: it is dead-lettered
+#: and every unit before it is done, so the job's chain, and its user's,
+#: wait on it (a dead letter's replay, its purge or its job's cancel).
+_HOLDS_THE_CHAIN = """failed.status = 'failed'
+    AND failed.unit = (SELECT count(*) FROM job_units AS done
+                       WHERE done.job_id = failed.job_id AND done.status = 'done' AND done.unit < failed.unit)"""
 
 
 def _start_next_ordered_job_sql(source):
@@ -214,16 +230,41 @@ class JobUnit(BaseModel):
         cursor = database.execute_sql(
             f"""
             WITH held AS (
-                SELECT 1 FROM job_units AS failed
-                WHERE failed.job_id = %(job)s AND failed.status = 'failed'
-                  AND failed.unit = (SELECT count(*) FROM job_units AS done
-                                     WHERE done.job_id = %(job)s AND done.status = 'done' AND done.unit < failed.unit)
+                SELECT 1 FROM job_units AS failed WHERE failed.job_id = %(job)s AND {_HOLDS_THE_CHAIN}
             ), successor AS (
                 {_start_next_ordered_job_sql("held")}
             )
             SELECT count(*) FROM successor
             """,
             {"job": job_id, "user": user_id, "queue": queue},
+        )
+        return bool(cursor.fetchone()[0])
+
+    @classmethod
+    def pass_turn_of_purged(cls, job_id, unit, user_id, *, queue):
+        """Unit ``unit`` of an ordered job was dead-lettered, and its dead
+        letter is purged: it will never run to send what follows it, so send
+        that now (the job's next unit, or the user's next job): the rest of
+        the job, and of the user's jobs, goes on without it, as an unordered
+        job's other units do. Nothing for a job cancelled already (its
+        cancel passed the chain on) or a unit that does not hold the chain.
+        The caller holds the user's ordering lock, in the transaction that
+        forgets the dead letter: that it forgets the record once is what
+        makes this once. True if it sent anything."""
+        cursor = database.execute_sql(
+            f"""
+            WITH job AS (
+                SELECT id, user_id, units, ordered FROM jobs
+                WHERE id = %(job)s AND user_id = %(user)s AND ordered AND status <> 'cancelled'
+            ), held AS (
+                SELECT 1 FROM job_units AS failed
+                WHERE failed.job_id = %(job)s AND failed.unit = %(unit)s AND {_HOLDS_THE_CHAIN}
+            ), successor AS (
+                {_successor_sql("job, held")}
+            )
+            SELECT count(*) FROM successor
+            """,
+            {"job": job_id, "unit": unit, "user": user_id, "queue": queue},
         )
         return bool(cursor.fetchone()[0])
 

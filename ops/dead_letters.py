@@ -24,7 +24,7 @@ import pika
 import settings
 from actors import BrokerUnavailable, relay
 from actors.connection import connect
-from db import DeadLetter, DeliveryAttempt, Outbox, database
+from db import DeadLetter, DeliveryAttempt, Job, JobUnit, Outbox, User, database
 from followers import NotFound
 
 #: pg_advisory_lock(LOCK_CLASS, hashtext(queue)); class 1 is the users' ordering lock.
@@ -138,13 +138,30 @@ class Letter:
         relay.wake()
 
     def purge(self):
-        self._forget()
-
-    def _forget(self):
+        """Drop the message, then its record (``forget``)."""
         self.queue.channel.basic_ack(self.tag)
         if self.message is not None:
-            with database.connection_context():
-                DeadLetter.delete().where(DeadLetter.message_id == self.message_id).execute()
+            forget(self.message_id, self.queue.queue_name)
+
+
+def forget(message_id, queue_name):
+    """Forget a purged dead letter's record. A unit of an ordered job that
+    held its chain will never run to send what follows it: the same
+    transaction sends that (``JobUnit.pass_turn_of_purged``), so that
+    neither the rest of the job nor the user's next jobs wait for good.
+    Forgetting the record happens once, and so does the sending: a crash
+    before the commit leaves the record, and purging it again does both.
+    Returns whether it sent a message."""
+    sent = False
+    with database.connection_context(), database.atomic():
+        record = DeadLetter.forget(message_id)
+        job = None if record is None or record.job_id is None else Job.get_or_none(Job.id == record.job_id)
+        if job is not None and job.ordered:
+            User.lock_for_ordering(job.user_id)
+            sent = JobUnit.pass_turn_of_purged(job.id, record.unit, job.user_id, queue=queue_name)
+    if sent:
+        relay.wake()
+    return sent
 
 
 @contextlib.contextmanager
@@ -244,5 +261,4 @@ def purge_one(message_id):
     it is not recorded, BrokerUnavailable, DeadLetterQueueBusy."""
     _recorded(message_id)
     _one(purge, message_id)
-    with database.connection_context():
-        DeadLetter.delete().where(DeadLetter.message_id == message_id).execute()
+    forget(message_id, settings.QUEUE_NAME)

@@ -203,3 +203,23 @@ def test_cancelling_the_ordered_job_a_dead_letter_holds_lets_the_users_next_job_
     job = stack.wait_job(after, timeout=20)
     assert (job["status"], job["created"]) == ("done", 4)
     assert stack.get(f"/api/v1/jobs/{stuck}").json()["created"] == 0
+
+
+def test_purging_the_dead_letter_of_an_ordered_unit_runs_the_rest_of_its_job_then_the_users_next(ordered_stack):
+    """The other way out: the purged unit is given up, and the rest goes on
+    without it, as an unordered job's other units do."""
+    stack = ordered_stack
+    author = create_user(stack, "purger")
+    stuck = submit_async(stack, author, "stuck", 6)["jobId"]  # unit 0 of 3 holds stuck_#0
+    after = submit_async(stack, author, "after_purge", 4)["jobId"]
+    wait_for(lambda: stack.get(f"/api/v1/jobs/{stuck}").json()["messages"]["failed"] == 1, timeout=20,
+             what="unit 0 of the stuck job dead-lettered")
+    letter, = [item for item in stack.get("/api/v1/dead-letters").json()["items"] if item["jobId"] == stuck]
+    time.sleep(1)  # the next job would have started by now
+    assert stack.get(f"/api/v1/jobs/{after}").json()["status"] == "queued"
+    purged = requests.delete(f"{stack.url}/api/v1/dead-letters/{letter['messageId']}", timeout=30)
+    assert purged.status_code == 200, purged.text
+    job = stack.wait_job(after, timeout=20)
+    assert (job["status"], job["created"]) == ("done", 4)
+    held = stack.get(f"/api/v1/jobs/{stuck}").json()
+    assert (held["status"], held["created"], held["messages"]) == ("failed", 4, {"total": 3, "done": 2, "failed": 1})
