@@ -24,7 +24,12 @@ def attempt_of(message):
 
 def unit_of(message):
     """(job_id, unit) of a unit-of-work message, or (None, None)."""
-    kwargs = message.kwargs if isinstance(message.kwargs, dict) else {}
+    return unit_of_kwargs(message.kwargs)
+
+
+def unit_of_kwargs(kwargs):
+    """(job_id, unit) from a message's keyword arguments, or (None, None)."""
+    kwargs = kwargs if isinstance(kwargs, dict) else {}
     job_id, unit = kwargs.get("job_id"), kwargs.get("unit")
     if type(job_id) is int and type(unit) is int:
         return job_id, unit

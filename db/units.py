@@ -246,11 +246,12 @@ class JobUnit(BaseModel):
         letter is purged: it will never run to send what follows it, so send
         that now (the job's next unit, or the user's next job): the rest of
         the job, and of the user's jobs, goes on without it, as an unordered
-        job's other units do. Nothing for a job cancelled already (its
+        job's other units do. After a job's last unit, the job is marked
+        failed: it will never be through (``next_ordered_job_sql``). Nothing for a job cancelled already (its
         cancel passed the chain on) or a unit that does not hold the chain.
         The caller holds the user's ordering lock, in the transaction that
-        forgets the dead letter: that it forgets the record once is what
-        makes this once. True if it sent anything."""
+        forgets the dead letter (``ops.dead_letters.forget``, which says how
+        that is once). True if it sent anything."""
         cursor = database.execute_sql(
             f"""
             WITH job AS (
@@ -261,6 +262,11 @@ class JobUnit(BaseModel):
                 WHERE failed.job_id = %(job)s AND failed.unit = %(unit)s AND {_HOLDS_THE_CHAIN}
             ), successor AS (
                 {_successor_sql("job, held")}
+            ), through AS (
+                -- Its last unit will never be done: mark the job failed, or
+                -- the user's ordered jobs created later would wait behind it.
+                UPDATE jobs SET status = 'failed', updated_at = now() FROM held
+                WHERE jobs.id = %(job)s AND %(unit)s + 1 >= jobs.units AND jobs.status = 'queued'
             )
             SELECT count(*) FROM successor
             """,
@@ -269,18 +275,19 @@ class JobUnit(BaseModel):
         return bool(cursor.fetchone()[0])
 
     @classmethod
-    def mark_failed(cls, job_id, unit, error):
+    def mark_failed(cls, job_id, unit, error, *, replace_error=True):
         """Record a dead-lettered unit so the job shows it. Never undoes a
         unit that is done, and records nothing for a unit its job does not
         have: a message that lies about its job leaves the job's counts as
-        they are."""
+        they are. A unit failed already takes the new ``error`` unless
+        ``replace_error`` is false."""
         database.execute_sql(
-            """
+            f"""
             INSERT INTO job_units (job_id, unit, status, error, created, skipped)
             SELECT id, %(unit)s, 'failed', %(error)s, 0, 0 FROM jobs
             WHERE id = %(job)s AND %(unit)s >= 0 AND %(unit)s < units
             ON CONFLICT (job_id, unit) DO UPDATE SET error = EXCLUDED.error, updated_at = now()
-                WHERE job_units.status = 'failed'
+                WHERE job_units.status = 'failed' AND {'TRUE' if replace_error else 'FALSE'}
             """,
             {"job": job_id, "unit": unit, "error": error},
         )

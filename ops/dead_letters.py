@@ -24,6 +24,7 @@ import pika
 import settings
 from actors import BrokerUnavailable, relay
 from actors.connection import connect
+from actors.messages import unit_of_kwargs
 from db import DeadLetter, DeliveryAttempt, Job, JobUnit, Outbox, User, database
 from followers import NotFound
 
@@ -138,27 +139,44 @@ class Letter:
         relay.wake()
 
     def purge(self):
-        """Drop the message, then its record (``forget``)."""
-        self.queue.channel.basic_ack(self.tag)
+        """Forget the message (``forget``), then drop it: a crash between the
+        two leaves it here, and purging it again forgets nothing twice."""
         if self.message is not None:
-            forget(self.message_id, self.queue.queue_name)
+            forget(self.message_id, self.queue.queue_name, unit=unit_of_kwargs(self.message.get("kwargs")))
+        self.queue.channel.basic_ack(self.tag)
 
 
-def forget(message_id, queue_name):
+#: What a purged unit's job shows when no worker could say why it died.
+UNRECORDED = "dead-lettered with no reason recorded (PostgreSQL did not answer then?); purged"
+
+
+def forget(message_id, queue_name, *, unit=(None, None)):
     """Forget a purged dead letter's record. A unit of an ordered job that
     held its chain will never run to send what follows it: the same
     transaction sends that (``JobUnit.pass_turn_of_purged``), so that
     neither the rest of the job nor the user's next jobs wait for good.
-    Forgetting the record happens once, and so does the sending: a crash
-    before the commit leaves the record, and purging it again does both.
+
+    ``unit`` is the (job, unit) the message itself names, used when there
+    is no record: a worker that could not reach PostgreSQL when the
+    message died recorded neither it nor the unit's failure. The unit is
+    then marked failed here (a reason it has already is kept), so that its
+    job shows it and the chain it holds can be passed on.
+
+    ``Letter.purge`` drops the message only after this commits. A crash in
+    between leaves the message without its record, and purging it again
+    sends the successor again: that successor finds itself done, or runs
+    once (an ordered unit is applied once, under its user's lock).
     Returns whether it sent a message."""
     sent = False
     with database.connection_context(), database.atomic():
         record = DeadLetter.forget(message_id)
-        job = None if record is None or record.job_id is None else Job.get_or_none(Job.id == record.job_id)
+        job_id, unit_number = (record.job_id, record.unit) if record is not None else unit
+        job = None if job_id is None else Job.get_or_none(Job.id == job_id)
+        if job is not None and record is None:
+            JobUnit.mark_failed(job.id, unit_number, UNRECORDED, replace_error=False)
         if job is not None and job.ordered:
             User.lock_for_ordering(job.user_id)
-            sent = JobUnit.pass_turn_of_purged(job.id, record.unit, job.user_id, queue=queue_name)
+            sent = JobUnit.pass_turn_of_purged(job.id, unit_number, job.user_id, queue=queue_name)
     if sent:
         relay.wake()
     return sent

@@ -1,14 +1,20 @@
 """Purging a dead letter, against the real PostgreSQL: its record goes and,
 for a unit of an ordered job that held its chain, what follows the unit is
 sent in the same transaction, once (``ops.dead_letters.forget``). The
-message side of a purge (RabbitMQ's dead-letter queue) is in
+last test walks a real dead-letter queue; the API's purge is in
 tests/test_api_operations.py and tests/test_e2e_failures.py."""
 
+import json
+import uuid
+
+import pika
 import pytest
 
 import followers
 import jobs
+import settings
 from db import DeadLetter, Job, JobUnit, Outbox, database
+from harness import delete_queues, publish_raw, queue_depth
 from ops import dead_letters
 
 
@@ -68,6 +74,11 @@ def test_purging_an_ordered_jobs_last_unit_starts_the_users_next_job(author, wok
     sent()
     assert dead_letters.forget(message_id, "q") is True
     assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})]
+    # The job is through for good: a job the user orders later does not wait behind it.
+    assert Job.get_by_id(first.id).status == "failed"
+    third = jobs.create_job(author.id, "later", 2, unit_size=2, ordered=True)
+    jobs.apply_unit(second.id, 0)  # the user's chain: the second, then the third
+    assert sent() == [("add_followers", {"job_id": third.id, "unit": 0})]
 
 
 def test_a_replayed_copy_of_a_purged_unit_is_absorbed(author, woken):
@@ -100,3 +111,60 @@ def test_forgetting_a_letter_without_a_job_only_drops_its_record(db, woken):
     DeadLetter.record("plain", "q", "some_actor", "ValueError: no", 1)
     assert dead_letters.forget("plain", "q") is False and DeadLetter.select().count() == 0
     assert dead_letters.forget("never-recorded", "q") is False
+
+
+@pytest.fixture
+def dead_letter_queue():
+    """A work queue name of this test's own, and its dead-letter queue."""
+    name = f"{settings.QUEUE_NAME}_purge"
+    delete_queues(name)
+    connection = pika.BlockingConnection(pika.URLParameters(settings.RABBITMQ_URL))
+    connection.channel().queue_declare(f"{name}.XQ", durable=True)
+    connection.close()
+    yield name
+    delete_queues(name)
+
+
+def publish_dead_letter(queue, message_id, job, unit):
+    publish_raw(f"{queue}.XQ", json.dumps({
+        "queue_name": queue, "actor_name": "add_followers", "args": [], "kwargs": {"job_id": job.id, "unit": unit},
+        "options": {}, "message_id": message_id, "message_timestamp": 0}).encode())
+
+
+def test_a_purge_killed_between_its_commit_and_its_ack_is_finished_by_the_next(author, woken, dead_letter_queue):
+    """The record is forgotten and the chain passed on, then the process
+    dies before RabbitMQ drops the message: the next purge drops it, keeps
+    the unit's reason, and the successor it sends again runs once."""
+    first = jobs.create_job(author.id, "fan", 4, unit_size=2, ordered=True)
+    jobs.apply_unit(first.id, 0)
+    message_id = dead_letter(first, 1)
+    publish_dead_letter(dead_letter_queue, message_id, first, 1)
+    sent()
+    # The first purge, up to its commit: no job of the user is next, so it
+    # sends nothing, and marks the job failed.
+    assert dead_letters.forget(message_id, dead_letter_queue) is False
+    second = jobs.create_job(author.id, "more", 2, unit_size=2, ordered=True)  # starts at once: nothing ahead
+    assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})]
+    assert jobs.apply_unit(second.id, 0).created == 2
+    assert dead_letters.purge(queue_name=dead_letter_queue).done == [message_id]
+    assert queue_depth(f"{dead_letter_queue}.XQ") == 0
+    assert sent() == [] and Job.get_by_id(first.id).to_dict()["errors"] == ["unit 1: RuntimeError: boom"]
+
+
+def test_purging_a_dead_letter_no_worker_recorded_marks_its_unit_failed_and_passes_the_chain_on(
+        author, woken, dead_letter_queue):
+    """A worker that could not reach PostgreSQL when the unit died recorded
+    neither the dead letter nor the unit's failure: the purge reads the job
+    and unit from the message itself."""
+    first = jobs.create_job(author.id, "fan", 4, unit_size=2, ordered=True)
+    second = jobs.create_job(author.id, "more", 2, unit_size=2, ordered=True)
+    jobs.apply_unit(first.id, 0)
+    sent()
+    message_id = str(uuid.uuid4())
+    publish_dead_letter(dead_letter_queue, message_id, first, 1)
+    outcome = dead_letters.purge(queue_name=dead_letter_queue)
+    assert outcome.done == [message_id] and queue_depth(f"{dead_letter_queue}.XQ") == 0
+    assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})] and woken == [1]
+    state = Job.get_by_id(first.id).to_dict()
+    assert (state["status"], state["messages"]) == ("failed", {"total": 2, "done": 1, "failed": 1})
+    assert any(dead_letters.UNRECORDED in error for error in state["errors"]), state["errors"]
