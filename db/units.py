@@ -247,8 +247,9 @@ class JobUnit(BaseModel):
         that now (the job's next unit, or the user's next job): the rest of
         the job, and of the user's jobs, goes on without it, as an unordered
         job's other units do. After a job's last unit, the job is marked
-        failed: it will never be through (``next_ordered_job_sql``). Nothing for a job cancelled already (its
-        cancel passed the chain on) or a unit that does not hold the chain.
+        failed: it will never be through (``next_ordered_job_sql``).
+        Nothing for a job cancelled already (its cancel passed the chain
+        on) or a unit that does not hold the chain.
         The caller holds the user's ordering lock, in the transaction that
         forgets the dead letter (``ops.dead_letters.forget``, which says how
         that is once). True if it sent anything."""
@@ -282,14 +283,14 @@ class JobUnit(BaseModel):
         they are. A unit failed already takes the new ``error`` unless
         ``replace_error`` is false."""
         database.execute_sql(
-            f"""
+            """
             INSERT INTO job_units (job_id, unit, status, error, created, skipped)
             SELECT id, %(unit)s, 'failed', %(error)s, 0, 0 FROM jobs
             WHERE id = %(job)s AND %(unit)s >= 0 AND %(unit)s < units
             ON CONFLICT (job_id, unit) DO UPDATE SET error = EXCLUDED.error, updated_at = now()
-                WHERE job_units.status = 'failed' AND {'TRUE' if replace_error else 'FALSE'}
+                WHERE job_units.status = 'failed' AND %(replace)s
             """,
-            {"job": job_id, "unit": unit, "error": error},
+            {"job": job_id, "unit": unit, "error": error, "replace": replace_error},
         )
 
 

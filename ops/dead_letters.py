@@ -140,7 +140,7 @@ class Letter:
 
     def purge(self):
         """Forget the message (``forget``), then drop it: a crash between the
-        two leaves it here, and purging it again forgets nothing twice."""
+        two leaves it here, and purging it again finishes the purge."""
         if self.message is not None:
             forget(self.message_id, self.queue.queue_name, unit=unit_of_kwargs(self.message.get("kwargs")))
         self.queue.channel.basic_ack(self.tag)
