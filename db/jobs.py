@@ -298,8 +298,8 @@ class Job(BaseModel):
         """Whether ``cancel`` would cancel the job, whose derived status is
         ``status``: while it is queued or running, or, ordered, failed by a
         dead letter, which holds its user's next ordered jobs until it is
-        replayed or the job cancelled (its units run one after another, so
-        the first one not done is that dead letter). The rule of ``cancel``'s
+        replayed or purged, or the job cancelled (its units run one after
+        another, so the first one not done is that dead letter). The rule of ``cancel``'s
         statement, read from what the job's page has fetched already."""
         return status in ("queued", "running") or (status == "failed" and self.ordered and self.status != "failed")
 

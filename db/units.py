@@ -266,8 +266,8 @@ class JobUnit(BaseModel):
             ), through AS (
                 -- Its last unit will never be done: mark the job failed, or
                 -- the user's ordered jobs created later would wait behind it.
-                UPDATE jobs SET status = 'failed', updated_at = now() FROM held
-                WHERE jobs.id = %(job)s AND %(unit)s + 1 >= jobs.units AND jobs.status = 'queued'
+                UPDATE jobs SET status = 'failed', updated_at = now() FROM job, held
+                WHERE jobs.id = job.id AND %(unit)s + 1 >= job.units AND jobs.status = 'queued'
             )
             SELECT count(*) FROM successor
             """,

@@ -40,6 +40,22 @@ def db(test_database):
         yield test_database
 
 
+@pytest.fixture
+def author(db):
+    """A user to add followers to, in the empty test database."""
+    import followers
+
+    return followers.create_user("author", "pw", 40)
+
+
+def sent():
+    """What a relay would publish now: the outbox rows (actor, kwargs), taken out."""
+    from db import Outbox
+
+    with database.atomic():
+        return [(actor, kwargs) for _, _, _, actor, kwargs, _ in Outbox.claim(10_000)]
+
+
 @pytest.fixture(autouse=True)
 def no_process_relay_in_the_tests():
     """This process's own outbox relay (``actors.relay``, started by the

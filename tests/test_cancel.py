@@ -8,19 +8,9 @@ import pytest
 
 import followers
 import jobs
-from db import Job, JobUnit, Outbox, Subscription, database
+from db import Job, JobUnit, Subscription, database
+from tests.conftest import sent
 from tests.test_follower_pages import plan_nodes
-
-
-@pytest.fixture
-def author(db):
-    return followers.create_user("author", "pw", 40)
-
-
-def sent():
-    """What a relay would publish now: the outbox rows, taken out."""
-    with database.atomic():
-        return [(actor, kwargs) for _, _, _, actor, kwargs, _ in Outbox.claim(10_000)]
 
 
 def test_a_cancelled_job_applies_no_unit_after_the_cancel(author):

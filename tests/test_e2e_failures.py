@@ -184,18 +184,26 @@ def test_a_finished_ordered_unit_delivered_again_runs_once_and_sends_nothing(ord
         observer.close()
 
 
+def held_by_a_dead_letter(stack, name, count):
+    """A new user's ordered job of ``count`` followers whose unit 0 (it
+    holds stuck_#0) is dead-lettered, and the user's next ordered job,
+    waiting behind it. Returns their ids."""
+    author = create_user(stack, name)
+    stuck = submit_async(stack, author, "stuck", count)["jobId"]
+    after = submit_async(stack, author, f"after_{name}", 4)["jobId"]
+    wait_for(lambda: stack.get(f"/api/v1/jobs/{stuck}").json()["messages"]["failed"] == 1, timeout=20,
+             what="unit 0 of the stuck job dead-lettered")
+    time.sleep(1)  # the next job would have started by now
+    assert stack.get(f"/api/v1/jobs/{after}").json()["status"] == "queued"
+    return stuck, after
+
+
 @pytest.mark.parametrize("count, status", [(6, "running"), (2, "failed")])  # units left, or none
 def test_cancelling_the_ordered_job_a_dead_letter_holds_lets_the_users_next_job_run(ordered_stack, count, status):
     """Order first: a dead-lettered unit holds its user's next jobs until it
     is replayed. Cancelling its job is the other way out: the next job runs."""
     stack = ordered_stack
-    author = create_user(stack, f"held{count}")
-    stuck = submit_async(stack, author, "stuck", count)["jobId"]  # unit 0 holds stuck_#0
-    after = submit_async(stack, author, f"after{count}", 4)["jobId"]
-    wait_for(lambda: stack.get(f"/api/v1/jobs/{stuck}").json()["messages"]["failed"] == 1, timeout=20,
-             what="unit 0 of the stuck job dead-lettered")
-    time.sleep(1)  # the next job would have started by now
-    assert stack.get(f"/api/v1/jobs/{after}").json()["status"] == "queued"
+    stuck, after = held_by_a_dead_letter(stack, f"held{count}", count)
     held = stack.get(f"/api/v1/jobs/{stuck}").json()
     assert (held["status"], held["cancellable"]) == (status, True)
     cancelled = requests.delete(f"{stack.url}/api/v1/jobs/{stuck}", timeout=10)
@@ -209,14 +217,8 @@ def test_purging_the_dead_letter_of_an_ordered_unit_runs_the_rest_of_its_job_the
     """The other way out: the purged unit is given up, and the rest goes on
     without it, as an unordered job's other units do."""
     stack = ordered_stack
-    author = create_user(stack, "purger")
-    stuck = submit_async(stack, author, "stuck", 6)["jobId"]  # unit 0 of 3 holds stuck_#0
-    after = submit_async(stack, author, "after_purge", 4)["jobId"]
-    wait_for(lambda: stack.get(f"/api/v1/jobs/{stuck}").json()["messages"]["failed"] == 1, timeout=20,
-             what="unit 0 of the stuck job dead-lettered")
+    stuck, after = held_by_a_dead_letter(stack, "purger", 6)  # unit 0 of 3
     letter, = [item for item in stack.get("/api/v1/dead-letters").json()["items"] if item["jobId"] == stuck]
-    time.sleep(1)  # the next job would have started by now
-    assert stack.get(f"/api/v1/jobs/{after}").json()["status"] == "queued"
     purged = requests.delete(f"{stack.url}/api/v1/dead-letters/{letter['messageId']}", timeout=30)
     assert purged.status_code == 200, purged.text
     job = stack.wait_job(after, timeout=20)

@@ -14,11 +14,6 @@ from db.database import connect_params
 from db.models import FOLLOWERS_PAGE_SQL, followers_ctes
 
 
-@pytest.fixture
-def author(db):
-    return followers.create_user("author", "pw", 40)
-
-
 def truth(author):
     """What the unique subscription index says: the count to match."""
     return Subscription.select().where(Subscription.author == author).count()

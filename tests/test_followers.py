@@ -11,11 +11,6 @@ from db import FollowerCount, Subscription, User, database
 from passwords import hash_password, verify_password
 
 
-@pytest.fixture
-def author(db):
-    return followers.create_user("author", "pw", 40)
-
-
 def test_sync_add_creates_users_and_subscriptions(author):
     assert followers.add_followers_now(author, "fan", 25) == (25, 0)
     fans = list(author.followers())

@@ -8,13 +8,7 @@ import pytest
 import jobs
 import settings
 from db import Job, JobUnit, Outbox, Subscription, database
-
-
-@pytest.fixture
-def author(db):
-    import followers
-
-    return followers.create_user("author", "pw", 40)
+from tests.conftest import sent
 
 
 def outbox():
@@ -24,12 +18,6 @@ def outbox():
 
 def unit_message(job, unit):
     return ("add_followers", {"job_id": job.id, "unit": unit})
-
-
-def send_all():
-    """What a relay does, minus RabbitMQ: take every row out."""
-    with database.atomic():
-        return [(actor, kwargs) for _, _, _, actor, kwargs, _ in Outbox.claim(10_000)]
 
 
 def followers_of(author):
@@ -52,7 +40,7 @@ def test_an_unknown_user_commits_neither_job_nor_message(author):
 def test_a_large_job_is_one_split_job_that_writes_its_units_once(author, monkeypatch):
     monkeypatch.setattr(settings, "MAX_MESSAGES_PUBLISHED_INLINE", 2)
     job = jobs.create_job(author.id, "fan", 5, unit_size=1)
-    assert send_all() == [("split_job", {"job_id": job.id})]
+    assert sent() == [("split_job", {"job_id": job.id})]
     assert jobs.enqueue_units(job.id) == 5
     assert jobs.enqueue_units(job.id) == 0  # a redelivered split_job writes nothing
     assert len(outbox()) == 5
@@ -115,11 +103,11 @@ def test_a_unit_out_of_range_is_invalid_and_leaves_the_job_counts_intact(author,
 def test_ordered_units_send_their_successor_once(author):
     job = jobs.create_job(author.id, "fan", 4, unit_size=2, ordered=True)
     second = jobs.create_job(author.id, "more", 2, unit_size=2, ordered=True)
-    assert send_all() == [unit_message(job, 0)]  # the second waits behind the first
+    assert sent() == [unit_message(job, 0)]  # the second waits behind the first
     assert jobs.apply_unit(job.id, 0).sent == 1
-    assert send_all() == [unit_message(job, 1)]
+    assert sent() == [unit_message(job, 1)]
     assert jobs.apply_unit(job.id, 1).sent == 1
-    assert send_all() == [unit_message(second, 0)]  # the last unit starts the next job
+    assert sent() == [unit_message(second, 0)]  # the last unit starts the next job
     # Redelivered after its work was done, a unit sends nothing: the chain cannot fork.
     assert jobs.apply_unit(job.id, 0) == (None, None, 0, False)
     assert jobs.apply_unit(job.id, 1) == (None, None, 0, False)
@@ -129,9 +117,9 @@ def test_ordered_units_send_their_successor_once(author):
 def test_an_ordered_job_starts_at_once_when_none_is_ahead(author):
     job = jobs.create_job(author.id, "fan", 2, unit_size=2, ordered=True)
     jobs.apply_unit(job.id, 0)
-    send_all()
+    sent()
     later = jobs.create_job(author.id, "next", 2, unit_size=2, ordered=True)
-    assert send_all() == [unit_message(later, 0)]
+    assert sent() == [unit_message(later, 0)]
 
 
 def test_the_next_ordered_job_skips_failed_and_cancelled_jobs(author):
@@ -141,20 +129,20 @@ def test_the_next_ordered_job_skips_failed_and_cancelled_jobs(author):
     last = jobs.create_job(author.id, "d", 1, unit_size=1, ordered=True)
     Job.update(status="failed").where(Job.id == failed.id).execute()  # an older release's refused job
     Job.update(status="cancelled").where(Job.id == cancelled.id).execute()
-    send_all()
+    sent()
     jobs.apply_unit(first.id, 0)
-    assert send_all() == [unit_message(last, 0)]
+    assert sent() == [unit_message(last, 0)]
 
 
 def test_a_cancelled_job_applies_nothing_and_an_ordered_one_passes_the_chain_on_once(author):
     plain = jobs.create_job(author.id, "plain", 4, unit_size=2)
     ordered = jobs.create_job(author.id, "fan", 4, unit_size=2, ordered=True)
     following = jobs.create_job(author.id, "next", 2, unit_size=2, ordered=True)
-    send_all()
+    sent()
     Job.update(status="cancelled").where(Job.id.in_([plain.id, ordered.id])).execute()
     assert jobs.apply_unit(plain.id, 0) == (None, None, 0, True)
     assert jobs.apply_unit(ordered.id, 0) == (None, None, 1, True)
-    assert send_all() == [unit_message(following, 0)]
+    assert sent() == [unit_message(following, 0)]
     assert jobs.apply_unit(ordered.id, 0) == (None, None, 0, True)  # redelivered: passes nothing twice
     assert outbox() == [] and followers_of(author) == 0
     assert Job.get_by_id(plain.id).to_dict()["status"] == "cancelled"

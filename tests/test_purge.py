@@ -10,17 +10,12 @@ import uuid
 import pika
 import pytest
 
-import followers
 import jobs
 import settings
-from db import DeadLetter, Job, JobUnit, Outbox, database
+from db import DeadLetter, Job, JobUnit
 from harness import delete_queues, publish_raw, queue_depth
 from ops import dead_letters
-
-
-@pytest.fixture
-def author(db):
-    return followers.create_user("author", "pw", 40)
+from tests.conftest import sent
 
 
 @pytest.fixture
@@ -32,12 +27,6 @@ def woken(monkeypatch):
     return calls
 
 
-def sent():
-    """What a relay would publish now: the outbox rows, taken out."""
-    with database.atomic():
-        return [(actor, kwargs) for _, _, _, actor, kwargs, _ in Outbox.claim(10_000)]
-
-
 def dead_letter(job, unit):
     """Unit ``unit`` of ``job`` dead-lettered, as the workers record it."""
     message_id = f"m-{job.id}-{unit}"
@@ -46,12 +35,20 @@ def dead_letter(job, unit):
     return message_id
 
 
-def test_purging_an_ordered_units_dead_letter_runs_the_rest_of_its_job_then_the_users_next(author, woken):
-    first = jobs.create_job(author.id, "fan", 6, unit_size=2, ordered=True)
+def held_at_unit_1(author, followers):
+    """A user's ordered job of ``followers`` (2 a unit) whose unit 0 is done
+    and unit 1 dead-lettered, and the user's next ordered job behind it;
+    the outbox emptied. Returns (first job, second job, message id)."""
+    first = jobs.create_job(author.id, "fan", followers, unit_size=2, ordered=True)
     second = jobs.create_job(author.id, "more", 2, unit_size=2, ordered=True)
     jobs.apply_unit(first.id, 0)
     message_id = dead_letter(first, 1)
     sent()
+    return first, second, message_id
+
+
+def test_purging_an_ordered_units_dead_letter_runs_the_rest_of_its_job_then_the_users_next(author, woken):
+    first, second, message_id = held_at_unit_1(author, 6)
     assert dead_letters.forget(message_id, "q") is True and woken == [1]
     assert sent() == [("add_followers", {"job_id": first.id, "unit": 2})]
     assert DeadLetter.get_or_none(DeadLetter.message_id == message_id) is None
@@ -67,11 +64,7 @@ def test_purging_an_ordered_units_dead_letter_runs_the_rest_of_its_job_then_the_
 
 
 def test_purging_an_ordered_jobs_last_unit_starts_the_users_next_job(author, woken):
-    first = jobs.create_job(author.id, "fan", 4, unit_size=2, ordered=True)
-    second = jobs.create_job(author.id, "more", 2, unit_size=2, ordered=True)
-    jobs.apply_unit(first.id, 0)
-    message_id = dead_letter(first, 1)
-    sent()
+    first, second, message_id = held_at_unit_1(author, 4)
     assert dead_letters.forget(message_id, "q") is True
     assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})]
     # The job is through for good: a job the user orders later does not wait behind it.
