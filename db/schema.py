@@ -53,11 +53,16 @@ UPGRADES = [
     "ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS job_id INTEGER",
     _rename_column("dead_letters", "chunk", "unit"),
     "ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS unit INTEGER",
-    # What a page of failed or cancelled jobs starts from (db/jobs.py,
-    # PAGE_CANDIDATES_SQL). Units are written done or failed, and jobs
-    # marked, rarely: these stay small and cost the hot path nothing.
+    # What a page of one status starts from (db/jobs.py, PAGE_CANDIDATES_SQL).
+    # Units are written failed, and jobs marked cancelled or failed, rarely:
+    # those indexes stay small. Jobs still 'queued' in their column are the
+    # ones in flight, and the few finished since a reader last settled them
+    # (Job.settle); each costs one index entry, made by its INSERT.
     "CREATE INDEX IF NOT EXISTS job_units_failed ON job_units (job_id) WHERE status = 'failed'",
-    "CREATE INDEX IF NOT EXISTS jobs_marked ON jobs (id) WHERE status <> 'queued'",
+    "CREATE INDEX IF NOT EXISTS jobs_cancelled_or_failed ON jobs (id) WHERE status IN ('cancelled', 'failed')",
+    "CREATE INDEX IF NOT EXISTS jobs_unsettled ON jobs (id) WHERE status = 'queued'",
+    # Its place is taken by jobs_cancelled_or_failed: settled jobs ('done') are not in it.
+    "DROP INDEX IF EXISTS jobs_marked",
 ]
 
 

@@ -1,6 +1,6 @@
 """Cancelling a job, against the real PostgreSQL: the status a user reads,
 the followers that are (not) created, and what the workers do with the
-units of a cancelled job; and the page of jobs the console lists."""
+units of a cancelled job (the pages of jobs: tests/test_job_pages.py)."""
 
 import threading
 
@@ -10,7 +10,6 @@ import followers
 import jobs
 from db import Job, JobUnit, Subscription, database
 from tests.conftest import sent
-from tests.test_follower_pages import plan_nodes
 
 
 def test_a_cancelled_job_applies_no_unit_after_the_cancel(author):
@@ -189,74 +188,3 @@ def test_a_split_job_of_a_cancelled_job_writes_no_unit(author, monkeypatch):
     sent()
     jobs.cancel_job(job.id)
     assert jobs.enqueue_units(job.id) == 0 and sent() == []
-
-
-# --- The page of jobs ----------------------------------------------------------
-
-
-def test_the_page_of_jobs_derives_status_and_progress_as_the_job_does(author):
-    other = followers.create_user("other", "pw", 1)
-    made = [jobs.create_job(author.id, f"p{i}", 4, unit_size=2) for i in range(4)]
-    later = jobs.create_job(other.id, "o", 2, unit_size=2)
-    jobs.apply_unit(made[1].id, 0)  # running
-    jobs.apply_unit(made[2].id, 0)
-    jobs.apply_unit(made[2].id, 1)  # done
-    JobUnit.mark_failed(made[3].id, 0, "boom")
-    JobUnit.mark_failed(made[3].id, 1, "bang")  # failed
-    jobs.cancel_job(later.id)
-    page = Job.page(limit=10)
-    assert [job.id for job, _, _ in page] == [later.id] + [job.id for job in reversed(made)]
-    for job, progress, errors in page:
-        assert job.to_dict(progress=progress, unit_errors=errors) == Job.get_by_id(job.id).to_dict()
-    statuses = {status: [job.id for job, _, _ in Job.page(status=status)]
-                for status in ("queued", "running", "done", "failed", "cancelled")}
-    assert statuses == {"queued": [made[0].id], "running": [made[1].id], "done": [made[2].id],
-                        "failed": [made[3].id], "cancelled": [later.id]}
-    assert [job.id for job, _, _ in Job.page(user_id=other.id)] == [later.id]
-    assert Job.page(status="failed")[0][2] == ["unit 0: boom", "unit 1: bang"]
-
-
-@pytest.mark.parametrize("status", ["failed", "cancelled"])
-def test_a_page_of_failed_or_cancelled_jobs_counts_the_units_of_those_jobs_only(author, monkeypatch, status):
-    """Among 2,000 done jobs, one failed (a dead-lettered unit) and one
-    cancelled: the page of either status must not count the units of every
-    job to find it (it did: 300,000 jobs took 366 ms a page)."""
-    database.execute_sql(
-        """WITH made AS (
-               INSERT INTO jobs (user_id, followers_login, requested, unit_size, units, status, ordered, enqueued,
-                                 created_at, updated_at)
-               SELECT %s, 'bulk' || i, 1, 1, 1, 'queued', FALSE, TRUE, now(), now()
-               FROM generate_series(1, 2000) AS i RETURNING id)
-           INSERT INTO job_units (job_id, unit, status, created, skipped, created_at, updated_at)
-           SELECT id, 0, 'done', 1, 0, now(), now() FROM made""",
-        (author.id,),
-    )
-    failed, cancelled = (jobs.create_job(author.id, login, 2, unit_size=1) for login in ("failing", "stopped"))
-    JobUnit.mark_failed(failed.id, 0, "boom")
-    jobs.apply_unit(failed.id, 1)
-    jobs.cancel_job(cancelled.id)
-    database.execute_sql("ANALYZE jobs, job_units")
-    statements = []
-    raw = Job.raw
-    monkeypatch.setattr(Job, "raw", lambda sql, *params: statements.append((sql, params)) or raw(sql, *params))
-
-    page = Job.page(status=status)
-    assert [job.id for job, _, _ in page] == [{"failed": failed, "cancelled": cancelled}[status].id]
-    (sql, params), = statements
-    (explained,) = database.execute_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params).fetchone()
-    counted = [node for node in plan_nodes(explained[0]["Plan"]) if node.get("Relation Name") == "job_units"
-               and node.get("Index Name") == "job_units_pkey"]
-    assert counted and max(node["Actual Loops"] for node in counted) <= 2, counted
-
-
-def test_pages_follow_each_other_without_gaps_or_repeats(author):
-    ids = [jobs.create_job(author.id, f"k{i}", 1).id for i in range(7)]
-    seen, before = [], None
-    while True:
-        page = Job.page(before=before, limit=3)
-        if not page:
-            break
-        seen += [job.id for job, _, _ in page]
-        before = page[-1][0].id
-    assert seen == sorted(ids, reverse=True)
-

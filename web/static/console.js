@@ -144,9 +144,9 @@ const pages = {
 };
 
 // A page the server takes long to build is asked for less often, so that an
-// open tab keeps the server busy a tenth of the time at most: a page of jobs
-// of a status no recent job has reads every job (docs/console.md), 0.35 s
-// for 300,000, which polled every second would keep a third of a core busy.
+// open tab keeps the server busy a tenth of the time at most: the counts by
+// status read every done job (docs/console.md, 40 ms for 300,000), and a
+// database under load answers anything slowly.
 const SERVER_SHARE = 0.1;
 function nextPollDelay(baseMs, tookMs) {
   return Math.max(baseMs, tookMs / SERVER_SHARE - tookMs);
