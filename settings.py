@@ -22,11 +22,18 @@ def _int(name, default):
         raise SystemExit(f"setting {name}={raw!r} is not a whole number") from None
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def _bool(name, default):
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
-    return raw.strip().lower() in ("1", "true", "yes", "on")
+    value = raw.strip().lower()
+    if value not in _TRUE + _FALSE:
+        # A typo must not turn a setting off unseen.
+        raise SystemExit(f"setting {name}={raw!r} is neither true ({', '.join(_TRUE)}) nor false ({', '.join(_FALSE)})")
+    return value in _TRUE
 
 
 def _str(name, default):
@@ -137,6 +144,10 @@ PASSWORD_HASH_COST = _int("PASSWORD_HASH_COST", 2**14)
 LISTEN = _str("LISTEN", "127.0.0.1:8000")
 #: gunicorn's own address, behind nginx.
 API_BIND = _str("API_BIND", "127.0.0.1:8001")
+#: Whether ``./run serve`` puts nginx in front of gunicorn when nginx is
+#: installed; false serves gunicorn alone on LISTEN (a proxy of your own in
+#: front, say).
+SERVE_NGINX = _bool("SERVE_NGINX", True)
 #: Peers whose X-Forwarded-For (the client's address) and X-Forwarded-Proto
 #: gunicorn believes, comma-separated addresses or networks, "*" for any:
 #: the proxy only (gunicorn reads the same variable).

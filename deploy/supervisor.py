@@ -1,9 +1,10 @@
 """``./run serve``: nginx, the API and the workers as one command in the
 foreground (``python -m deploy.supervisor``, after ``python -m db``).
 
-- nginx, when installed, listens on ``LISTEN`` and hands complete requests to
-  gunicorn on ``API_BIND`` (deploy/nginx.conf.template). Without nginx,
-  gunicorn listens on ``LISTEN`` itself, and a warning says what that exposes.
+- nginx, when installed (and ``SERVE_NGINX`` is not off), listens on
+  ``LISTEN`` and hands complete requests to gunicorn on ``API_BIND``
+  (deploy/nginx.conf.template). Without nginx, gunicorn listens on
+  ``LISTEN`` itself, and a warning says what that exposes.
 - ``dramatiq actors --processes 2`` is started again whenever it exits: when
   any worker process dies (a hard time limit, a crash, a kill), Dramatiq
   stops them all, and restarting is a supervisor's job, as compose's restart
@@ -109,7 +110,8 @@ class Supervisor:
         self.hurry = False
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.nginx = None
-        if nginx.find():
+        self.without_nginx = "SERVE_NGINX is off" if not settings.SERVE_NGINX else "nginx is not installed"
+        if settings.SERVE_NGINX and nginx.find():
             if settings.LISTEN == settings.API_BIND:
                 raise SystemExit(f"LISTEN and API_BIND are both {settings.LISTEN}: nginx and gunicorn need one each")
             run_dir = ROOT / "artifacts" / "serve" / ("nginx-" + settings.LISTEN.replace(":", "_").strip("[]"))
@@ -161,9 +163,9 @@ class Supervisor:
                 " try the curl examples in README.md)")
             say(f"nginx:       access log {self.nginx_log.relative_to(ROOT)}")
         else:
-            say(f"API:         http://{settings.LISTEN}/health  (gunicorn alone: nginx is not installed)")
+            say(f"API:         http://{settings.LISTEN}/health  (gunicorn alone: {self.without_nginx})")
             say("warning: without nginx a few slow clients can stall the API; install it (Debian: apt-get install"
-                " nginx) and ./run serve puts it in front (docs/deploying.md)")
+                " nginx) and ./run serve puts it in front, unless SERVE_NGINX is off (docs/deploying.md)")
         say(f"Console:     http://{settings.LISTEN}/console  (the token is API_TOKEN, when it is set)")
         say("RabbitMQ UI: http://127.0.0.1:15672  (guest/guest on a developer machine)")
         say("Ctrl-C stops everything.")

@@ -1,7 +1,8 @@
 """``./run serve`` as a user runs it (on this test's own database, queue and
-ports): nginx in front, a worker pool that heals when a worker process is
-killed, a graceful stop that answers every request in flight, and nothing
-left running however it is stopped (Ctrl-C, SIGTERM, the API dying)."""
+ports): nginx in front (or gunicorn alone, nginx turned off), a worker pool
+that heals when a worker process is killed, a graceful stop that answers
+every request in flight, and nothing left running however it is stopped
+(Ctrl-C, SIGTERM, the API dying)."""
 
 import os
 import signal
@@ -56,7 +57,9 @@ class Serve:
         self.process = Process("serve", [str(ROOT / "run"), "serve"], env=stack.env,
                                log_path=stack.log_dir / "serve.log")
 
-    def start(self):
+    def start(self, **env):
+        """Start it, with ``env`` beside the stack's environment."""
+        self.process.env = {**self.stack.env, **env}
         self.log_offset = self.process.log_path.stat().st_size if self.process.log_path.exists() else 0
         self.process.start()
         wait_for(self._ready, timeout=90, progress=lambda waited: None,
@@ -225,3 +228,25 @@ def test_sigterm_answers_requests_in_flight_and_accepted_jobs_complete_after_a_r
     assert serve.wait_exit() == 1
     assert [pid for pid in everything if alive(pid)] == []
     assert "stopping everything: gunicorn exited (killed by SIGKILL)" in serve.log()
+
+
+def test_with_nginx_turned_off_gunicorn_serves_on_listen_alone_and_says_what_that_exposes(stack, serve):
+    """What a machine without nginx gets (this one has it: ``./run tests``
+    installs it), and what SERVE_NGINX=0 asks for: gunicorn on LISTEN,
+    nothing on API_BIND, jobs done, and a Ctrl-C that stops everything."""
+    serve.start(SERVE_NGINX="0")
+    log = serve.log()
+    assert f"API:         http://{stack.env['LISTEN']}/health  (gunicorn alone: SERVE_NGINX is off)" in log, log
+    assert "warning: without nginx a few slow clients can stall the API" in log
+    assert not [pid for pid in children(serve.pid) if "nginx" in command_line(pid)]
+    assert requests.get(f"{stack.url}/health").headers["Server"].startswith("gunicorn")
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://{stack.env['API_BIND']}/health", timeout=5)
+    user_id = create_user(stack)
+    assert_all_done(stack, [submit(stack, "127.0.7.1", user_id, 500)])
+
+    everything = descendants(serve.pid)
+    os.killpg(serve.pid, signal.SIGINT)
+    assert serve.wait_exit() == 0
+    assert [pid for pid in everything if alive(pid)] == []
+    assert "stopping everything: SIGINT" in serve.log()
