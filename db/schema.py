@@ -53,7 +53,7 @@ UPGRADES = [
     "ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS job_id INTEGER",
     _rename_column("dead_letters", "chunk", "unit"),
     "ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS unit INTEGER",
-    # What a page of one status starts from (db/jobs.py, PAGE_CANDIDATES_SQL).
+    # What a page of one status starts from (db/job_listing.py, PAGE_CANDIDATES_SQL).
     # Units are written failed, and jobs marked cancelled or failed, rarely:
     # those indexes stay small. Jobs still 'queued' in their column are the
     # ones in flight, and the few finished since a reader last settled them
