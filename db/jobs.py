@@ -66,6 +66,16 @@ _CREATE_WITH_UNITS = Prepared(
 )
 
 
+#: The jobs ``Job.prune`` deletes (``j``; parameter ``days``): settled
+#: done, cancelled, or through (every unit done or failed), with no dead
+#: letter recorded, and unchanged for ``days`` days.
+_PRUNABLE = """(j.status IN ('done', 'cancelled')
+         OR (SELECT count(*) FROM job_units WHERE job_id = j.id) >= j.units)
+    AND NOT EXISTS (SELECT 1 FROM dead_letters WHERE dead_letters.job_id = j.id)
+    AND greatest(j.updated_at, (SELECT max(updated_at) FROM job_units WHERE job_id = j.id))
+        < now() - make_interval(days => %(days)s)"""
+
+
 class Job(JobListing, BaseModel):
     """``status`` holds what the API and the operator decide (queued,
     cancelled, failed by a purge); running, done and failed are derived
@@ -250,6 +260,33 @@ class Job(JobListing, BaseModel):
         another, so the first one not done is that dead letter). The rule of ``cancel``'s
         statement, read from what the job's page has fetched already."""
         return status in ("queued", "running") or (status == "failed" and self.ordered and self.status != "failed")
+
+    @classmethod
+    def prune(cls, *, days, limit=5_000):
+        """Delete, with their units, up to ``limit`` jobs (oldest first)
+        finished (done, failed or cancelled) whose last change
+        (``updatedAt``: the job's row or its latest unit) is more than
+        ``days`` days old. Jobs in flight stay, and so does a job with a
+        dead letter recorded: a replay of it needs the job. Returns how
+        many it deleted; rows another transaction holds are left to the
+        next call. (The caller settles first: a done job is found faster
+        by its column.)"""
+        cursor = database.execute_sql(
+            f"""
+            DELETE FROM jobs WHERE id = ANY(ARRAY(
+                SELECT id FROM jobs AS j WHERE {_PRUNABLE}
+                ORDER BY id LIMIT %(limit)s
+                FOR UPDATE SKIP LOCKED
+            ))
+            """,
+            {"days": days, "limit": limit},
+        )
+        return cursor.rowcount
+
+    @classmethod
+    def prunable(cls, *, days):
+        """How many jobs ``prune`` would delete, in all."""
+        return database.execute_sql(f"SELECT count(*) FROM jobs AS j WHERE {_PRUNABLE}", {"days": days}).fetchone()[0]
 
     def unit_rows(self, limit=500):
         """The job's finished units (done, dead-lettered or cancelled), in order."""

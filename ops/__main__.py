@@ -1,6 +1,7 @@
 """python -m ops: operations on a running service.
 
   python -m ops dlq list|show|replay|purge    the dead-letter queue
+  python -m ops jobs prune --days N           delete old finished jobs
 """
 
 import argparse
@@ -9,7 +10,7 @@ import sys
 import pika.exceptions
 from peewee import InterfaceError, OperationalError
 
-from . import dlq
+from . import dlq, jobs
 from .dead_letters import DeadLetterQueueBusy
 
 
@@ -17,6 +18,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m ops", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     dlq.add_parser(commands)
+    jobs.add_parser(commands)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -12,9 +12,10 @@ import settings
 from . import dead_letters
 
 
-def _check_token(args):
+def check_token(args):
+    """Whether the command may change anything: --token equals API_TOKEN, when it is set."""
     if settings.API_TOKEN and not hmac.compare_digest((args.token or "").encode(), settings.API_TOKEN.encode()):
-        print("replay and purge need --token equal to API_TOKEN", file=sys.stderr)
+        print(f"{args.verb} needs --token equal to API_TOKEN", file=sys.stderr)
         return False
     return True
 
@@ -44,7 +45,7 @@ def _act(args, verb):
     if not (args.all or args.message_ids):
         print("name message ids, or --all", file=sys.stderr)
         return 2
-    if not _check_token(args):
+    if not check_token(args):
         return 1
     action = {"replay": dead_letters.replay, "purge": dead_letters.purge}[verb]
     outcome = action(None if args.all else args.message_ids, queue_name=args.queue)

@@ -62,7 +62,7 @@ def test_dead_letters_can_be_listed_and_replayed_after_a_fix():
         stack.env.pop("FAULT_RAISE_ON_LOGIN")
         stack.start_workers()
         code, out = dlq(stack, "replay", "--all")
-        assert code == 1 and "need --token" in out  # API_TOKEN is set: bulk changes need it
+        assert code == 1 and "replay needs --token equal to API_TOKEN" in out  # API_TOKEN is set: bulk changes need it
         code, out = dlq(stack, "replay", "--all", "--token", "dlq-secret")
         assert code == 1 and "replayed 1" in out and "purge it" in out  # the undecodable one cannot be replayed
         state = stack.wait_job(job["jobId"], statuses=("done",))
