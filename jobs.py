@@ -151,7 +151,9 @@ def cancel_job(job_id):
         cancelled = Job.cancel(job_id)
         if cancelled and job.ordered:
             sent = int(JobUnit.pass_turn_held_by_dead_letter(job_id, job.user_id, queue=settings.QUEUE_NAME))
-        job = Job.get_by_id(job_id)
+        job = Job.get_or_none(Job.id == job_id)
+        if job is None:  # deleted meanwhile (python -m ops jobs prune)
+            raise NotFound(f"job {job_id} does not exist")
     if not cancelled and job.status != "cancelled":
         raise JobFinished(f"job {job_id} is {job.to_dict()['status']} already; only an unfinished job can be cancelled")
     return Cancelled(job, sent)

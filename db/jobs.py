@@ -66,14 +66,17 @@ _CREATE_WITH_UNITS = Prepared(
 )
 
 
-#: The jobs ``Job.prune`` deletes (``j``; parameter ``days``): settled
-#: done, cancelled, or through (every unit done or failed), with no dead
-#: letter recorded, and unchanged for ``days`` days.
-_PRUNABLE = """(j.status IN ('done', 'cancelled')
+#: The jobs ``Job.prune`` deletes (``j``; parameter ``days``): finished
+#: (marked done, cancelled or failed in its column, or every unit done or
+#: failed), unchanged for ``days`` days (a replay touches its unit), with
+#: no dead letter recorded and no message in the outbox: a message that
+#: still comes needs its job.
+_PRUNABLE = """(j.status IN ('done', 'cancelled', 'failed')
          OR (SELECT count(*) FROM job_units WHERE job_id = j.id) >= j.units)
-    AND NOT EXISTS (SELECT 1 FROM dead_letters WHERE dead_letters.job_id = j.id)
     AND greatest(j.updated_at, (SELECT max(updated_at) FROM job_units WHERE job_id = j.id))
-        < now() - make_interval(days => %(days)s)"""
+        < now() - make_interval(days => %(days)s)
+    AND NOT EXISTS (SELECT 1 FROM dead_letters WHERE dead_letters.job_id = j.id)
+    AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.kwargs ->> 'job_id' = j.id::text)"""
 
 
 class Job(JobListing, BaseModel):
@@ -266,11 +269,13 @@ class Job(JobListing, BaseModel):
         """Delete, with their units, up to ``limit`` jobs (oldest first)
         finished (done, failed or cancelled) whose last change
         (``updatedAt``: the job's row or its latest unit) is more than
-        ``days`` days old. Jobs in flight stay, and so does a job with a
-        dead letter recorded: a replay of it needs the job. Returns how
-        many it deleted; rows another transaction holds are left to the
-        next call. (The caller settles first: a done job is found faster
-        by its column.)"""
+        ``days`` days old (``_PRUNABLE``). Jobs in flight stay, and so does
+        a job a message may still come for: a dead letter recorded (a
+        replay needs the job), a message in the outbox, a unit replayed
+        within ``days`` days. A message of a deleted job that comes all the
+        same (one RabbitMQ held for longer) is dead-lettered as a unit of a
+        job that does not exist. Returns how many it deleted; rows another
+        transaction holds are left to the next call."""
         cursor = database.execute_sql(
             f"""
             DELETE FROM jobs WHERE id = ANY(ARRAY(

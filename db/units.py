@@ -8,7 +8,7 @@ commit together, once.
 
 from typing import NamedTuple
 
-from peewee import CharField, CompositeKey, ForeignKeyField, IntegerField, TextField
+from peewee import CharField, CompositeKey, ForeignKeyField, IntegerField, TextField, fn
 
 from .database import Prepared, database
 from .jobs import Job, next_ordered_job_sql, unit_kwargs
@@ -274,6 +274,13 @@ class JobUnit(BaseModel):
             {"job": job_id, "unit": unit, "user": user_id, "queue": queue},
         )
         return bool(cursor.fetchone()[0])
+
+    @classmethod
+    def touch(cls, job_id, unit):
+        """Stamp the unit's row (if it has one) as changed now: a replay of
+        its dead letter, so that ``Job.prune`` leaves its job be."""
+        if job_id is not None:
+            cls.update(updated_at=fn.now()).where((cls.job == job_id) & (cls.unit == unit)).execute()
 
     @classmethod
     def mark_failed(cls, job_id, unit, error, *, replace_error=True):

@@ -132,6 +132,9 @@ class Letter:
             # Fresh attempts: the delivery limit counts from zero again.
             DeliveryAttempt.delete().where(DeliveryAttempt.message_id == message_id).execute()
             DeadLetter.delete().where(DeadLetter.message_id == message_id).execute()
+            # Its job changed now: python -m ops jobs prune leaves it alone
+            # until the unit has long had its chance to run.
+            JobUnit.touch(*unit_of_kwargs(kwargs))
             # Back to the work queue, to run now (a retry that died waiting in
             # the delay queue too: its backoff is over).
             Outbox.add(self.queue.queue_name, actor_name, kwargs, message_id=message_id)

@@ -103,3 +103,53 @@ def lab_run():
         return results[scenario_name, mode]
 
     return run_once
+
+
+@pytest.fixture
+def woken(monkeypatch):
+    """The relay wakes this process's own relay thread: counted instead (see
+    tests/conftest.py's no_process_relay_in_the_tests)."""
+    from ops import dead_letters
+
+    calls = []
+    monkeypatch.setattr(dead_letters.relay, "wake", lambda: calls.append(1))
+    return calls
+
+
+def dead_letter(job, unit, message_id=None):
+    """Unit ``unit`` of ``job`` dead-lettered, as the workers record it
+    (a message id of Dramatiq's, a uuid, is needed to replay it)."""
+    from db import DeadLetter, JobUnit
+
+    message_id = message_id or f"m-{job.id}-{unit}"
+    DeadLetter.record(message_id, "q", "add_followers", "RuntimeError: boom", 1, job_id=job.id, unit=unit)
+    JobUnit.mark_failed(job.id, unit, "RuntimeError: boom")
+    return message_id
+
+
+@pytest.fixture
+def dead_letter_queue():
+    """A work queue name of the tests' own, and its dead-letter queue (declared, emptied)."""
+    import pika
+
+    import settings
+    from harness import delete_queues
+
+    name = f"{settings.QUEUE_NAME}_dead"
+    delete_queues(name)
+    connection = pika.BlockingConnection(pika.URLParameters(settings.RABBITMQ_URL))
+    connection.channel().queue_declare(f"{name}.XQ", durable=True)
+    connection.close()
+    yield name
+    delete_queues(name)
+
+
+def publish_dead_letter(queue, message_id, job, unit):
+    """A unit's message in ``queue``'s dead-letter queue, as Dramatiq puts it there."""
+    import json
+
+    from harness import publish_raw
+
+    publish_raw(f"{queue}.XQ", json.dumps({
+        "queue_name": queue, "actor_name": "add_followers", "args": [], "kwargs": {"job_id": job.id, "unit": unit},
+        "options": {}, "message_id": message_id, "message_timestamp": 0}).encode())

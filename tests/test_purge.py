@@ -4,35 +4,13 @@ sent in the same transaction, once (``ops.dead_letters.forget``). The
 last test walks a real dead-letter queue; the API's purge is in
 tests/test_api_operations.py and tests/test_e2e_failures.py."""
 
-import json
 import uuid
 
-import pika
-import pytest
-
 import jobs
-import settings
-from db import DeadLetter, Job, JobUnit
-from harness import delete_queues, publish_raw, queue_depth
+from db import DeadLetter, Job
+from harness import queue_depth
 from ops import dead_letters
-from tests.conftest import sent
-
-
-@pytest.fixture
-def woken(monkeypatch):
-    """The relay wakes this process's own relay thread: counted instead (see
-    tests/conftest.py's no_process_relay_in_the_tests)."""
-    calls = []
-    monkeypatch.setattr(dead_letters.relay, "wake", lambda: calls.append(1))
-    return calls
-
-
-def dead_letter(job, unit):
-    """Unit ``unit`` of ``job`` dead-lettered, as the workers record it."""
-    message_id = f"m-{job.id}-{unit}"
-    DeadLetter.record(message_id, "q", "add_followers", "RuntimeError: boom", 1, job_id=job.id, unit=unit)
-    JobUnit.mark_failed(job.id, unit, "RuntimeError: boom")
-    return message_id
+from tests.conftest import dead_letter, publish_dead_letter, sent
 
 
 def held_at_unit_1(author, followers):
@@ -104,24 +82,6 @@ def test_forgetting_a_letter_without_a_job_only_drops_its_record(db, woken):
     DeadLetter.record("plain", "q", "some_actor", "ValueError: no", 1)
     assert dead_letters.forget("plain", "q") is False and DeadLetter.select().count() == 0
     assert dead_letters.forget("never-recorded", "q") is False
-
-
-@pytest.fixture
-def dead_letter_queue():
-    """A work queue name of this test's own, and its dead-letter queue."""
-    name = f"{settings.QUEUE_NAME}_purge"
-    delete_queues(name)
-    connection = pika.BlockingConnection(pika.URLParameters(settings.RABBITMQ_URL))
-    connection.channel().queue_declare(f"{name}.XQ", durable=True)
-    connection.close()
-    yield name
-    delete_queues(name)
-
-
-def publish_dead_letter(queue, message_id, job, unit):
-    publish_raw(f"{queue}.XQ", json.dumps({
-        "queue_name": queue, "actor_name": "add_followers", "args": [], "kwargs": {"job_id": job.id, "unit": unit},
-        "options": {}, "message_id": message_id, "message_timestamp": 0}).encode())
 
 
 def test_a_purge_killed_between_its_commit_and_its_ack_is_finished_by_the_next(author, woken, dead_letter_queue):
