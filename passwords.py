@@ -3,11 +3,14 @@
 Stored as ``scrypt$N$r$p$salt$hash`` (base64), so the cost can be raised later
 without breaking the hashes already stored.
 
-Computed by libsodium (PyNaCl), which gives the bytes the stdlib's
-``hashlib.scrypt`` (OpenSSL) gives for the same parameters, in ~15% less
-CPU: every async job pays one hash, ~90% of a one-follower job's worker
-CPU (docs/benchmark.md, the seventh session). Hashes stored by either
-verify with either.
+Computed by libsodium (PyNaCl) or by the stdlib's ``hashlib.scrypt``
+(OpenSSL), whichever takes less CPU on this machine (``_fastest``, timed
+once per process): they give the same bytes for the same parameters, and
+hashes stored by either verify with either, but neither is the faster
+everywhere. libsodium took ~15% less CPU on the machine of the seventh
+session (docs/benchmark.md); OpenSSL 26.5 ms against libsodium's 45.6 ms
+on the AMD EPYC of the ninth. Every async job pays one hash, ~90% of a
+one-follower job's worker CPU, and every sync request one.
 
 Every hash runs on one of a few threads of the process's own
 (``_scrypt``): scrypt takes 128·r·N bytes (16 MB at the default cost) for a
@@ -24,15 +27,19 @@ stop every other request of the process for its ~35 ms.
 
 import base64
 import functools
+import hashlib
 import hmac
+import logging
 import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from nacl.bindings import crypto_pwhash_scryptsalsa208sha256_ll as sodium_scrypt
 
 import settings
 
+logger = logging.getLogger(f"followers.{__name__}")
 _R, _P, _DKLEN = 8, 1, 32
 _MAXMEM = 2**26  # 64 MB: up to N=2**15 at r=8, twice the default cost
 _MIN_DKLEN = 16  # a stored digest shorter than this is not one of ours (an empty one would match anything)
@@ -59,9 +66,39 @@ def _hashing_threads(pid):
     return _native_thread_pool()(max_workers=os.cpu_count() or 1, thread_name_prefix="scrypt")
 
 
-def _derive(password, *, salt, n, r, p, dklen):
-    """scrypt by libsodium; raises ValueError for parameters it refuses."""
+def _libsodium(password, *, salt, n, r, p, dklen):
     return sodium_scrypt(password, salt, n, r, p, dklen=dklen, maxmem=_MAXMEM)
+
+
+def _openssl(password, *, salt, n, r, p, dklen):
+    return hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=_MAXMEM)
+
+
+#: The two scrypts, which give the same bytes (tests/test_passwords.py).
+IMPLEMENTATIONS = {"libsodium": _libsodium, "openssl": _openssl}
+
+
+@functools.cache
+def _fastest():
+    """The implementation that takes less CPU for a hash at
+    PASSWORD_HASH_COST here, timed twice each on the thread that calls it
+    (once per process: ~4 hashes, ~0.15 s of CPU at the default cost)."""
+
+    def cpu_ms(derive):
+        started = time.thread_time()
+        derive(b"timing", salt=bytes(16), n=settings.PASSWORD_HASH_COST, r=_R, p=_P, dklen=_DKLEN)
+        return (time.thread_time() - started) * 1000
+
+    spent = {name: min(cpu_ms(derive) for _ in range(2)) for name, derive in IMPLEMENTATIONS.items()}
+    fastest = min(spent, key=spent.__getitem__)
+    logger.info("scrypt by %s: %s ms of CPU a hash (N=%d)", fastest,
+                ", ".join(f"{name} {ms:.1f}" for name, ms in spent.items()), settings.PASSWORD_HASH_COST)
+    return IMPLEMENTATIONS[fastest]
+
+
+def _derive(password, **params):
+    """scrypt; raises ValueError (or OverflowError) for parameters it refuses."""
+    return _fastest()(password, **params)
 
 
 def _scrypt(password, **params):
@@ -92,6 +129,6 @@ def verify_password(password, stored):
             p=int(p),
             dklen=len(expected),
         )
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         return False
     return hmac.compare_digest(actual, expected)

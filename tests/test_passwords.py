@@ -1,8 +1,11 @@
 import base64
 import hashlib
+import logging
 import os
+import re
 import subprocess
 import sys
+import time
 
 import passwords
 from tests.conftest import ROOT
@@ -18,22 +21,41 @@ def test_hash_is_salted_and_verifies():
 def test_garbage_never_verifies():
     assert not passwords.verify_password("secret", "plain-text")
     assert not passwords.verify_password("secret", "scrypt$x$8$1$AA==$AA==")
-    for n, r, p in ((3, 8, 1), (16384, 0, 1), (16384, 8, 0), (2**30, 8, 1)):  # refused by libsodium
+    for n, r, p in ((3, 8, 1), (16384, 0, 1), (16384, 8, 0), (2**30, 8, 1), (16384, 8, 2**70)):  # refused
         assert not passwords.verify_password("secret", f"scrypt${n}${r}${p}$AAAA$" + "A" * 44)
     # An empty digest would match any password (libsodium derives 0 bytes without complaint).
     assert not passwords.verify_password("secret", "scrypt$16384$8$1$AAAA$")
 
 
-def test_hashes_are_the_stdlibs_scrypt_so_stored_ones_keep_verifying():
-    """libsodium's scrypt gives OpenSSL's bytes (hashlib.scrypt, which
-    earlier releases stored): each verifies what the other made."""
+def test_both_scrypts_give_the_same_bytes_so_stored_hashes_keep_verifying_whichever_runs():
+    """libsodium's scrypt and OpenSSL's (hashlib.scrypt, which earlier
+    releases stored) make the same hash: a process that picks the other
+    one (``passwords._fastest``) verifies what the last one stored."""
     salt = os.urandom(16)
-    made_by_hashlib = hashlib.scrypt(b"secret", salt=salt, n=1024, r=8, p=1, dklen=32)
-    stored = f"scrypt$1024$8$1${base64.b64encode(salt).decode()}${base64.b64encode(made_by_hashlib).decode()}"
+    made = {name: derive(b"secret", salt=salt, n=1024, r=8, p=1, dklen=32)
+            for name, derive in passwords.IMPLEMENTATIONS.items()}
+    assert made["libsodium"] == made["openssl"] == hashlib.scrypt(b"secret", salt=salt, n=1024, r=8, p=1, dklen=32)
+    stored = f"scrypt$1024$8$1${base64.b64encode(salt).decode()}${base64.b64encode(made['openssl']).decode()}"
     assert passwords.verify_password("secret", stored) and not passwords.verify_password("Secret", stored)
-    _, n, r, p, salt, digest = passwords.hash_password("secret", cost=1024).split("$")
-    assert hashlib.scrypt(b"secret", salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
-                          dklen=32) == base64.b64decode(digest)
+
+
+def test_the_scrypt_that_takes_less_cpu_here_is_the_one_used(monkeypatch, caplog):
+    def burning(ms, digest):
+        def derive(password, **params):
+            end = time.thread_time() + ms / 1000
+            while time.thread_time() < end:
+                pass
+            return digest
+        return derive
+
+    monkeypatch.setattr(passwords, "IMPLEMENTATIONS", {"slow": burning(30, b"s" * 32), "quick": burning(3, b"q" * 32)})
+    passwords._fastest.cache_clear()
+    try:
+        with caplog.at_level(logging.INFO, logger="followers.passwords"):
+            assert passwords.hash_password("secret").endswith("$" + base64.b64encode(b"q" * 32).decode())
+        assert re.search(r"scrypt by quick: slow 3\d\.\d, quick 3\.\d ms of CPU a hash", caplog.text), caplog.text
+    finally:
+        passwords._fastest.cache_clear()
 
 
 def test_hashing_on_many_threads_keeps_few_scrypt_blocks():
