@@ -131,6 +131,13 @@ class Cancelled(NamedTuple):
     sent: int
 
 
+def get_job(job_id):
+    job = Job.get_or_none(Job.id == job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist")
+    return job
+
+
 def cancel_job(job_id):
     """Cancel a job: its units not applied yet are skipped (a unit whose
     statement is under way finishes first: the cancel waits for it).
@@ -143,17 +150,13 @@ def cancel_job(job_id):
     coming, so the cancel passes it on, under the user's ordering lock."""
     sent = 0
     with database.atomic():
-        job = Job.get_or_none(Job.id == job_id)
-        if job is None:
-            raise NotFound(f"job {job_id} does not exist")
+        job = get_job(job_id)
         if job.ordered:
             User.lock_for_ordering(job.user_id)
         cancelled = Job.cancel(job_id)
         if cancelled and job.ordered:
             sent = int(JobUnit.pass_turn_held_by_dead_letter(job_id, job.user_id, queue=settings.QUEUE_NAME))
-        job = Job.get_or_none(Job.id == job_id)
-        if job is None:  # deleted meanwhile (python -m ops jobs prune)
-            raise NotFound(f"job {job_id} does not exist")
+        job = get_job(job_id)  # as it is now (NotFound if python -m ops jobs prune deleted it meanwhile)
     if not cancelled and job.status != "cancelled":
         raise JobFinished(f"job {job_id} is {job.to_dict()['status']} already; only an unfinished job can be cancelled")
     return Cancelled(job, sent)

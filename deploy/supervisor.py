@@ -110,7 +110,6 @@ class Supervisor:
         self.hurry = False
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.nginx = None
-        self.without_nginx = "SERVE_NGINX is off" if not settings.SERVE_NGINX else "nginx is not installed"
         if settings.SERVE_NGINX and nginx.find():
             if settings.LISTEN == settings.API_BIND:
                 raise SystemExit(f"LISTEN and API_BIND are both {settings.LISTEN}: nginx and gunicorn need one each")
@@ -163,7 +162,8 @@ class Supervisor:
                 " try the curl examples in README.md)")
             say(f"nginx:       access log {self.nginx_log.relative_to(ROOT)}")
         else:
-            say(f"API:         http://{settings.LISTEN}/health  (gunicorn alone: {self.without_nginx})")
+            why = "nginx is not installed" if settings.SERVE_NGINX else "SERVE_NGINX is off"
+            say(f"API:         http://{settings.LISTEN}/health  (gunicorn alone: {why})")
             say("warning: without nginx a few slow clients can stall the API; install it (Debian: apt-get install"
                 " nginx) and ./run serve puts it in front, unless SERVE_NGINX is off (docs/deploying.md)")
         say(f"Console:     http://{settings.LISTEN}/console  (the token is API_TOKEN, when it is set)")

@@ -18,7 +18,7 @@ from ops.dead_letters import DeadLetterQueueBusy
 
 from .console_auth import redirect
 from .dead_letters import MESSAGE_ID_MAX
-from .jobs import JOB_STATUSES, JOBS_QUERY, get_job, jobs_page
+from .jobs import JOB_STATUSES, JOBS_QUERY, jobs_page
 from .pages import render
 from .workers import workers
 
@@ -67,7 +67,7 @@ class JobPage:
 
     def on_get(self, req, resp, job_id):
         try:
-            job = get_job(job_id)
+            job = jobs.get_job(job_id)
         except followers.NotFound as error:
             render(req, resp, "missing.html", status=falcon.HTTP_404, what=str(error))
             return

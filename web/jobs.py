@@ -1,7 +1,6 @@
 """Jobs: ``GET /api/v1/jobs`` (newest first, keyset pages),
 ``GET /api/v1/jobs/{id}`` and ``DELETE /api/v1/jobs/{id}`` (cancel)."""
 
-import followers
 import jobs
 import validation
 from db import Job
@@ -30,13 +29,6 @@ def jobs_page(query):
     }
 
 
-def get_job(job_id):
-    job = Job.get_or_none(Job.id == job_id)
-    if job is None:
-        raise followers.NotFound(f"job {job_id} does not exist")
-    return job
-
-
 class JobsResource:
     def on_get(self, req, resp):
         resp.media = jobs_page(validation.validate(req.params, JOBS_QUERY))
@@ -54,7 +46,7 @@ class JobResource:
         self.relay = relay
 
     def on_get(self, req, resp, job_id):
-        resp.media = get_job(job_id).to_dict()
+        resp.media = jobs.get_job(job_id).to_dict()
 
     def on_delete(self, req, resp, job_id):
         job, sent = jobs.cancel_job(job_id)
