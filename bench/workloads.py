@@ -6,6 +6,7 @@ service's stacks (each its own database ``followers_<prefix>...``, queue
 all down at the end, whatever happened.
 """
 
+import itertools
 import os
 import statistics
 import time
@@ -33,13 +34,25 @@ from .memory import PeakRss, cpu_seconds
 from .pg_cpu import cores_used
 from .progress import say
 
-#: Every workload of a round, baselines alternating with the service.
+#: Every workload of a round, baselines alternating with the service. Target
+#: 7's three (a tuple) take ~0.2 s a run, short enough for a checkpoint or a
+#: vacuum to decide a run alone: a round runs them ``--sync-runs`` times, in
+#: turn, so that each median rests on that many runs a round.
 ORDER = [
-    "loop", "sync", "copy", "sync_statements", "insert_many", "pika", "async_one", "async_one_classic", "dramatiq",
-    "async_chunked", "async_chunked_classic", "publish", "api", "small_jobs", "depth",
+    "loop", ("sync", "copy", "sync_statements"), "insert_many", "pika", "async_one", "async_one_classic",
+    "dramatiq", "async_chunked", "async_chunked_classic", "publish", "api", "small_jobs", "depth",
 ]
-WORKLOADS = ORDER + ["memory"]
+WORKLOADS = [key for entry in ORDER for key in (entry if isinstance(entry, tuple) else (entry,))] + ["memory"]
 RATE = "followers/s"
+
+
+def round_plan(selected, sync_runs):
+    """The selected workloads of one round, in order: target 7's three
+    ``sync_runs`` times over, in turn."""
+    for entry in ORDER:
+        group, times = (entry, sync_runs) if isinstance(entry, tuple) else ((entry,), 1)
+        for _ in range(times):
+            yield from (key for key in group if key in selected)
 
 
 def followers(count):
@@ -73,7 +86,7 @@ def rows(args):
         "async_chunked": ("(3) service: async, default chunking, POST → done", chunked, RATE),
         "async_chunked_classic": ("(3c) the same on classic queues (3 is on quorum queues)", chunked, RATE),
         "pg_chunked": ("(3) PostgreSQL's CPU while (3) runs", chunked, "cores"),
-        "publish": ("(e) pika publish, a confirm per message", f"{args.publish_count:,} messages", "messages/s"),
+        "publish": ("(e) pika publish, a confirm per message", f"{args.api_seconds:g} s", "messages/s"),
         "api_rps": ("(4) service: async requests, count=10", load, "requests/s"),
         "api_p99_loaded": ("(4) service: p99 latency, async count=10, under load", loaded, "ms"),
         "api_p50": ("(4) service: median latency, async count=100,000", latency, "ms"),
@@ -109,6 +122,7 @@ class Bench:
         self.authors = {}
         self.password_hash = passwords.hash_password("fan")
         self.round = 0
+        self._logins = itertools.count(1)
         self.deep_author = None
 
     # --- Set-up and tear-down ---------------------------------------------
@@ -185,7 +199,8 @@ class Bench:
     # --- Workloads: each returns {row key: value} ---------------------------
 
     def login(self, key):
-        return f"r{self.round}_{key}"
+        """A login prefix no run of this bench has used."""
+        return f"r{self.round}_{key}{next(self._logins)}"
 
     def run(self, key):
         return getattr(self, f"run_{key}")()
@@ -272,8 +287,7 @@ class Bench:
         return {"async_chunked_classic": count / seconds}
 
     def run_publish(self):
-        count = self.args.publish_count
-        return {"publish": count / confirmed_publish.run(self.publish_queue, count)}
+        return {"publish": confirmed_publish.run(self.publish_queue, self.args.api_seconds)}
 
     def run_api(self):
         stack, author = self.stacks["api"], self.authors["api"]
