@@ -36,8 +36,8 @@ def parse_args(argv):
                         help="runs of sync (1), COPY (c) and (1s) a round, in turn (default 5)")
     parser.add_argument("--one-count", type=int, default=2000, help="followers of (d) and async one-per-message (2)")
     parser.add_argument("--chunked-count", type=int, default=100_000, help="followers of async default chunking (3)")
-    parser.add_argument("--api-seconds", type=float, default=5,
-                        help="duration of the API load (4) and of the confirmed publishes (e)")
+    parser.add_argument("--publish-count", type=int, default=1000, help="confirmed publishes of (e)")
+    parser.add_argument("--api-seconds", type=float, default=5, help="duration of the API load (4)")
     parser.add_argument("--api-clients", type=int, default=8,
                         help="concurrent clients (kept-alive connections) of the API load (4)")
     parser.add_argument("--latency-clients", type=int, default=16,

@@ -86,7 +86,7 @@ def rows(args):
         "async_chunked": ("(3) service: async, default chunking, POST → done", chunked, RATE),
         "async_chunked_classic": ("(3c) the same on classic queues (3 is on quorum queues)", chunked, RATE),
         "pg_chunked": ("(3) PostgreSQL's CPU while (3) runs", chunked, "cores"),
-        "publish": ("(e) pika publish, a confirm per message", f"{args.api_seconds:g} s", "messages/s"),
+        "publish": ("(e) pika publish, a confirm per message", f"{args.publish_count:,} messages", "messages/s"),
         "api_rps": ("(4) service: async requests, count=10", load, "requests/s"),
         "api_p99_loaded": ("(4) service: p99 latency, async count=10, under load", loaded, "ms"),
         "api_p50": ("(4) service: median latency, async count=100,000", latency, "ms"),
@@ -287,7 +287,8 @@ class Bench:
         return {"async_chunked_classic": count / seconds}
 
     def run_publish(self):
-        return {"publish": confirmed_publish.run(self.publish_queue, self.args.api_seconds)}
+        count = self.args.publish_count
+        return {"publish": count / confirmed_publish.run(self.publish_queue, count)}
 
     def run_api(self):
         stack, author = self.stacks["api"], self.authors["api"]

@@ -18,6 +18,7 @@ TINY = [
     "--sync-count", "200",
     "--one-count", "20",
     "--chunked-count", "2000",
+    "--publish-count", "50",
     "--sync-runs", "2",
     "--api-seconds", "0.5",
     "--latency-requests", "5",
