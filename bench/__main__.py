@@ -15,7 +15,7 @@ import settings
 
 from .progress import say
 from .report import Results, costs, verdicts
-from .workloads import WORKLOADS, Bench, round_plan, rows
+from .workloads import ORDER, WORKLOADS, Bench, rows
 
 #: What a run can fail with that says what to fix: a process that did not
 #: start or answer, PostgreSQL or RabbitMQ down.
@@ -32,8 +32,6 @@ def parse_args(argv):
     )
     parser.add_argument("--loop-count", type=int, default=1000, help="followers of the original's loop (a)")
     parser.add_argument("--sync-count", type=int, default=10_000, help="followers of (b), (c) and sync (1)")
-    parser.add_argument("--sync-runs", type=int, default=5,
-                        help="runs of sync (1), COPY (c) and (1s) a round, in turn (default 5)")
     parser.add_argument("--one-count", type=int, default=2000, help="followers of (d) and async one-per-message (2)")
     parser.add_argument("--chunked-count", type=int, default=100_000, help="followers of async default chunking (3)")
     parser.add_argument("--publish-count", type=int, default=1000, help="confirmed publishes of (e)")
@@ -61,8 +59,8 @@ def parse_args(argv):
         parser.error(f"unknown workloads {', '.join(sorted(unknown))}; choose from {','.join(WORKLOADS)}")
     if not args.prefix.startswith("bench"):
         parser.error("--prefix must start with 'bench', so a run never touches the service's or the tests' data")
-    if min(args.rounds, args.sync_runs) < 1:
-        parser.error("--rounds and --sync-runs must be at least 1")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if min(args.small_jobs, args.depth_requests) < 1 or args.depth_followers < 2:
         parser.error("--small-jobs and --depth-requests must be at least 1, --depth-followers at least 2")
     return args
@@ -78,8 +76,9 @@ def main(argv=None):
         bench.set_up()
         for number in range(1, args.rounds + 1):
             bench.round = number
-            for key in round_plan(bench.selected, args.sync_runs):
-                measure(bench, results, key, f"round {number}/{args.rounds}")
+            for key in ORDER:
+                if key in bench.selected:
+                    measure(bench, results, key, f"round {number}/{args.rounds}")
         if "memory" in bench.selected:
             measure(bench, results, "memory", "once")
     except FAILURES as error:

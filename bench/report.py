@@ -1,4 +1,4 @@
-"""The results table: each row's median and range over its runs, then
+"""The results table: each row's median and range over the rounds, then
 each target of the issue with its ratio and PASS or MISS."""
 
 import statistics
@@ -30,7 +30,7 @@ class Results:
         return statistics.median(values) if values else None
 
     def table(self):
-        lines = ["| workload | size | unit | median | min–max | runs |", "|---|---|---|---:|---:|---:|"]
+        lines = ["| workload | size | unit | median | min–max | rounds |", "|---|---|---|---:|---:|---:|"]
         for key, (label, size, unit) in self.rows.items():
             values = self.values[key]
             if not values:

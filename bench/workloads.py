@@ -6,7 +6,6 @@ service's stacks (each its own database ``followers_<prefix>...``, queue
 all down at the end, whatever happened.
 """
 
-import itertools
 import os
 import statistics
 import time
@@ -34,25 +33,13 @@ from .memory import PeakRss, cpu_seconds
 from .pg_cpu import cores_used
 from .progress import say
 
-#: Every workload of a round, baselines alternating with the service. Target
-#: 7's three (a tuple) take ~0.2 s a run, short enough for a checkpoint or a
-#: vacuum to decide a run alone: a round runs them ``--sync-runs`` times, in
-#: turn, so that each median rests on that many runs a round.
+#: Every workload of a round, baselines alternating with the service.
 ORDER = [
-    "loop", ("sync", "copy", "sync_statements"), "insert_many", "pika", "async_one", "async_one_classic",
-    "dramatiq", "async_chunked", "async_chunked_classic", "publish", "api", "small_jobs", "depth",
+    "loop", "sync", "copy", "sync_statements", "insert_many", "pika", "async_one", "async_one_classic", "dramatiq",
+    "async_chunked", "async_chunked_classic", "publish", "api", "small_jobs", "depth",
 ]
-WORKLOADS = [key for entry in ORDER for key in (entry if isinstance(entry, tuple) else (entry,))] + ["memory"]
+WORKLOADS = ORDER + ["memory"]
 RATE = "followers/s"
-
-
-def round_plan(selected, sync_runs):
-    """The selected workloads of one round, in order: target 7's three
-    ``sync_runs`` times over, in turn."""
-    for entry in ORDER:
-        group, times = (entry, sync_runs) if isinstance(entry, tuple) else ((entry,), 1)
-        for _ in range(times):
-            yield from (key for key in group if key in selected)
 
 
 def followers(count):
@@ -122,7 +109,6 @@ class Bench:
         self.authors = {}
         self.password_hash = passwords.hash_password("fan")
         self.round = 0
-        self._logins = itertools.count(1)
         self.deep_author = None
 
     # --- Set-up and tear-down ---------------------------------------------
@@ -199,8 +185,7 @@ class Bench:
     # --- Workloads: each returns {row key: value} ---------------------------
 
     def login(self, key):
-        """A login prefix no run of this bench has used."""
-        return f"r{self.round}_{key}{next(self._logins)}"
+        return f"r{self.round}_{key}"
 
     def run(self, key):
         return getattr(self, f"run_{key}")()
