@@ -70,13 +70,19 @@ _CREATE_WITH_UNITS = Prepared(
 #: (marked done, cancelled or failed in its column, or every unit done or
 #: failed), unchanged for ``days`` days (a replay touches its unit), with
 #: no dead letter recorded and no message in the outbox: a message that
-#: still comes needs its job.
-_PRUNABLE = """(j.status IN ('done', 'cancelled', 'failed')
+#: still comes needs its job. An ordered job also stays while the user's next
+#: ordered job has not started: a unit of it that RabbitMQ still holds (a
+#: cancelled job's, after days of workers down) passes the user's turn on
+#: when it comes, and would find no job to pass it from.
+_PRUNABLE = f"""(j.status IN ('done', 'cancelled', 'failed')
          OR (SELECT count(*) FROM job_units WHERE job_id = j.id) >= j.units)
     AND greatest(j.updated_at, (SELECT max(updated_at) FROM job_units WHERE job_id = j.id))
         < now() - make_interval(days => %(days)s)
     AND NOT EXISTS (SELECT 1 FROM dead_letters WHERE dead_letters.job_id = j.id)
-    AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.kwargs ->> 'job_id' = j.id::text)"""
+    AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.kwargs ->> 'job_id' = j.id::text)
+    AND NOT (j.ordered AND EXISTS (
+        SELECT 1 FROM jobs AS next WHERE next.id = {next_ordered_job_sql("j.user_id", "j.id")}
+          AND NOT EXISTS (SELECT 1 FROM job_units WHERE job_units.job_id = next.id)))"""
 
 
 class Job(JobListing, BaseModel):
@@ -272,9 +278,10 @@ class Job(JobListing, BaseModel):
         ``days`` days old (``_PRUNABLE``). Jobs in flight stay, and so does
         a job a message may still come for: a dead letter recorded (a
         replay needs the job), a message in the outbox, a unit replayed
-        within ``days`` days. A message of a deleted job that comes all the
-        same (one RabbitMQ held for longer) is dead-lettered as a unit of a
-        job that does not exist. Returns how many it deleted; rows another
+        within ``days`` days, an ordered job whose user's next ordered job
+        has not started. A message of a deleted job that comes all the same
+        (one RabbitMQ held for longer) is dead-lettered as a unit of a job
+        that does not exist. Returns how many it deleted; rows another
         transaction holds are left to the next call."""
         cursor = database.execute_sql(
             f"""

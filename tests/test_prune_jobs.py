@@ -137,3 +137,36 @@ def test_cancelling_a_job_deleted_meanwhile_is_not_found(author, monkeypatch):
     monkeypatch.setattr(Job, "cancel", cancel_after_a_prune)
     with pytest.raises(followers.NotFound, match=f"job {job.id} does not exist"):
         jobs.cancel_job(job.id)
+
+
+def test_a_cancelled_ordered_job_stays_until_the_users_next_ordered_job_has_started(author):
+    """Its next unit, held by RabbitMQ (workers down for days), passes the
+    user's turn on when it comes; with the job deleted, it would find none to
+    pass, and the user's next ordered jobs would wait for good."""
+    first = jobs.create_job(author.id, "fan", 4, unit_size=2, ordered=True)
+    second = jobs.create_job(author.id, "more", 2, unit_size=2, ordered=True)
+    jobs.apply_unit(first.id, 0)
+    sent()  # unit 1 of the first job is in RabbitMQ; the second waits for its turn
+    jobs.cancel_job(first.id)
+    days_ago(first, 10)
+    assert prune("--days", "7")[:2] == (0, "deleted 0 jobs finished more than 7 days ago, with their units\n")
+
+    # Unit 1 comes at last: skipped, and the second job gets the turn.
+    assert jobs.apply_unit(first.id, 1) == (None, None, 1, True)
+    assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})]
+    days_ago(first, 10)
+    assert prune("--days", "7")[1].startswith("deleted 0 jobs")  # sent, not started yet
+    jobs.apply_unit(second.id, 0)
+    assert prune("--days", "7")[1].startswith("deleted 1 jobs")
+    assert {job.id for job in Job.select()} == {second.id}
+
+
+def test_an_ordered_job_is_pruned_when_no_ordered_job_of_its_user_waits(author):
+    job = jobs.create_job(author.id, "fan", 2, unit_size=2, ordered=True)
+    jobs.apply_unit(job.id, 0)
+    other = followers.create_user("other", "secret", 30)  # another user's ordered job waiting changes nothing
+    jobs.create_job(other.id, "theirs", 2, unit_size=2, ordered=True)
+    sent()
+    days_ago(job, 10)
+    assert prune("--days", "7")[1].startswith("deleted 1 jobs")
+    assert Job.get_or_none(Job.id == job.id) is None
