@@ -15,7 +15,8 @@ import settings
 
 from .progress import say
 from .report import Results, costs, verdicts
-from .workloads import ORDER, WORKLOADS, Bench, rows
+from .rows import rows
+from .workloads import ORDER, WORKLOADS, Bench
 
 #: What a run can fail with that says what to fix: a process that did not
 #: start or answer, PostgreSQL or RabbitMQ down.
