@@ -117,21 +117,28 @@ _APPLY_UNITS = Prepared(
 
 
 #: A condition on ``failed``, a unit of an ordered job: it is dead-lettered
-#: and every unit before it is done, so the job's chain, and its user's,
-#: wait on it (a dead letter's replay, its purge or its job's cancel).
+#: and every unit before it is done, or failed (a unit purged before it,
+#: which let the chain go on to this one), so the job's chain, and its
+#: user's, wait on it (a dead letter's replay, its purge or its job's
+#: cancel). Counting only done units, a second purged unit of one job held
+#: nothing, and the rest of the job and the user's next jobs waited for good.
 _HOLDS_THE_CHAIN = """failed.status = 'failed'
-    AND failed.unit = (SELECT count(*) FROM job_units AS done
-                       WHERE done.job_id = failed.job_id AND done.status = 'done' AND done.unit < failed.unit)"""
+    AND failed.unit = (SELECT count(*) FROM job_units AS before
+                       WHERE before.job_id = failed.job_id AND before.status IN ('done', 'failed')
+                         AND before.unit < failed.unit)"""
 
 
 def _start_next_ordered_job_sql(source):
     """How a cancelled ordered job passes its user's chain on, for a
     data-modifying CTE: the outbox row of the first unit of user
     ``%(user)s``'s next ordered job after job ``%(job)s``, once per row of
-    ``source`` (none when no job is next)."""
+    ``source`` (none when no job is next, or when it has started already:
+    created while this one was cancelled, it was sent at once, and its
+    unit 0 sent again could run after its unit 1, or run though purged)."""
     return Outbox.rows_sql("add_followers", unit_kwargs("next.job_id", "0"), f"""{source},
         (SELECT {next_ordered_job_sql("%(user)s", "%(job)s")} AS job_id) AS next
-        WHERE next.job_id IS NOT NULL""")
+        WHERE next.job_id IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM job_units AS started WHERE started.job_id = next.job_id)""")
 
 
 class JobUnit(BaseModel):
@@ -212,7 +219,7 @@ class JobUnit(BaseModel):
             ), successor AS (
                 {_start_next_ordered_job_sql("mark")}
             )
-            SELECT (SELECT count(*) FROM mark)
+            SELECT count(*) FROM successor
             """,
             {"job": job_id, "unit": unit, "user": user_id, "queue": queue},
         )

@@ -180,6 +180,30 @@ def test_cancelling_an_ordered_job_with_a_unit_in_flight_leaves_the_turn_to_that
     assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})]
 
 
+def test_a_late_unit_of_a_cancelled_job_does_not_send_again_the_first_unit_of_a_job_that_started(author, woken):
+    """The user's next ordered job, created after the cancel, started at
+    once. Its unit 0 was dead-lettered and purged, and its unit 1 ran. The
+    cancelled job's unit then comes round: it hands the turn to no one (a
+    review found it sending the next job's unit 0 again, which ran over its
+    failed row, after unit 1, though purged)."""
+    from ops import dead_letters
+    from tests.conftest import dead_letter
+
+    first = jobs.create_job(author.id, "fan", 4, unit_size=2, ordered=True)
+    jobs.apply_unit(first.id, 0)
+    sent()  # unit 1 of the first job is in RabbitMQ
+    jobs.cancel_job(first.id)
+    second = jobs.create_job(author.id, "more", 6, unit_size=2, ordered=True)
+    assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})]  # nothing ahead of it
+    assert dead_letters.forget(dead_letter(second, 0), "q") is True
+    assert sent() == [("add_followers", {"job_id": second.id, "unit": 1})]
+    assert jobs.apply_unit(second.id, 1).created == 2
+    sent()
+    assert jobs.apply_unit(first.id, 1) == (None, None, 0, True)
+    assert sent() == []
+    assert JobUnit.get(job=second.id, unit=0).status == "failed"
+
+
 def test_a_split_job_of_a_cancelled_job_writes_no_unit(author, monkeypatch):
     import settings
 

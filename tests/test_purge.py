@@ -52,6 +52,34 @@ def test_purging_an_ordered_jobs_last_unit_starts_the_users_next_job(author, wok
     assert sent() == [("add_followers", {"job_id": third.id, "unit": 0})]
 
 
+def test_every_purged_unit_of_an_ordered_job_passes_the_chain_on_not_only_the_first(author, woken):
+    """A unit purged before a failed one counts as settled: the chain went on
+    to this one (a review found the second purge sending nothing: the rest
+    of the job never ran and the user's next jobs waited for good)."""
+    first = jobs.create_job(author.id, "fan", 6, unit_size=2, ordered=True)
+    second = jobs.create_job(author.id, "more", 2, unit_size=2, ordered=True)
+    sent()
+    for unit in (0, 1):
+        assert dead_letters.forget(dead_letter(first, unit), "q") is True
+        assert sent() == [("add_followers", {"job_id": first.id, "unit": unit + 1})]
+    jobs.apply_unit(first.id, 2)
+    assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})]
+    state = Job.get_by_id(first.id).to_dict()
+    assert (state["status"], state["created"], state["messages"]) == (
+        "failed", 2, {"total": 3, "done": 1, "failed": 2})
+
+
+def test_purging_an_ordered_jobs_last_unit_after_an_earlier_purge_starts_the_users_next_job(author, woken):
+    first = jobs.create_job(author.id, "fan", 4, unit_size=2, ordered=True)
+    second = jobs.create_job(author.id, "more", 2, unit_size=2, ordered=True)
+    sent()
+    assert dead_letters.forget(dead_letter(first, 0), "q") is True
+    assert sent() == [("add_followers", {"job_id": first.id, "unit": 1})]
+    assert dead_letters.forget(dead_letter(first, 1), "q") is True
+    assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})]
+    assert Job.get_by_id(first.id).status == "failed"  # through for good: later jobs do not wait behind it
+
+
 def test_a_replayed_copy_of_a_purged_unit_is_absorbed(author, woken):
     """A copy of the purged message that still runs (replayed, say, before
     a crash) applies its unit once more and sends its successor again: the
