@@ -8,7 +8,7 @@ units, an ordered unit's successor) is written to the outbox by that same
 statement, so it is committed with what calls for it, or not at all.
 """
 
-from peewee import AutoField, BooleanField, CharField, ForeignKeyField, IntegerField, TextField
+from peewee import SQL, AutoField, BooleanField, CharField, ForeignKeyField, IntegerField, TextField
 
 from .database import Prepared, database
 from .job_listing import UNIT_COUNTS_SQL, JobListing, status_sql
@@ -107,6 +107,10 @@ class Job(JobListing, BaseModel):
     # when it writes them, so a split_job delivered twice writes them once.
     enqueued = BooleanField(default=True)
     error = TextField(null=True)
+    # An ordered job cancelled hands its user's turn on once, whoever comes
+    # first: the cancel (a dead letter held the chain), a unit of the job
+    # that comes round, or the purge of a unit's dead letter.
+    turn_passed = BooleanField(default=False, constraints=[SQL("DEFAULT FALSE")])  # raw INSERTs leave it out
     # Hashed once per job by the first unit that needs it (not by the API,
     # which would then spend ~50 ms of CPU on every request).
     password_hash = CharField(max_length=160, null=True)

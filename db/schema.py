@@ -63,6 +63,7 @@ UPGRADES = [
     "CREATE INDEX IF NOT EXISTS jobs_unsettled ON jobs (id) WHERE status = 'queued'",
     # Its place is taken by jobs_cancelled_or_failed: settled jobs ('done') are not in it.
     "DROP INDEX IF EXISTS jobs_marked",
+    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS turn_passed BOOLEAN NOT NULL DEFAULT FALSE",
 ]
 
 

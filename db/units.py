@@ -128,6 +128,15 @@ _HOLDS_THE_CHAIN = """failed.status = 'failed'
                          AND before.unit < failed.unit)"""
 
 
+def _pass_turn_sql(also="TRUE"):
+    """Marks cancelled ordered job ``%(job)s``'s turn as passed on, the
+    first time only and where ``also`` holds, for a data-modifying CTE
+    that returns a row then (for ``_start_next_ordered_job_sql``)."""
+    return f"""UPDATE jobs SET turn_passed = TRUE
+                WHERE id = %(job)s AND ordered AND status = 'cancelled' AND NOT turn_passed AND {also}
+                RETURNING id"""
+
+
 def _start_next_ordered_job_sql(source):
     """How a cancelled ordered job passes its user's chain on, for a
     data-modifying CTE: the outbox row of the first unit of user
@@ -207,17 +216,20 @@ class JobUnit(BaseModel):
     @classmethod
     def pass_cancelled(cls, job_id, user_id, unit, *, queue):
         """A unit of a cancelled ordered job came round: mark it cancelled
-        and, the first time only, hand the user's chain to the next job.
-        The caller holds the user's ordering lock. True if it passed it on."""
+        (unless it has a row: done, or failed and replayed) and, unless the
+        job's turn was passed already (``Job.turn_passed``), hand the user's
+        chain to the next job. The caller holds the user's ordering lock.
+        True if it passed it on."""
         cursor = database.execute_sql(
             f"""
             WITH mark AS (
                 INSERT INTO job_units (job_id, unit, status, created, skipped)
                 VALUES (%(job)s, %(unit)s, 'cancelled', 0, 0)
                 ON CONFLICT (job_id, unit) DO NOTHING
-                RETURNING 1
+            ), passed AS (
+                {_pass_turn_sql()}
             ), successor AS (
-                {_start_next_ordered_job_sql("mark")}
+                {_start_next_ordered_job_sql("passed")}
             )
             SELECT count(*) FROM successor
             """,
@@ -231,15 +243,17 @@ class JobUnit(BaseModel):
         first unit not done is failed): none of its units will come round
         to pass the user's chain on (``pass_cancelled``), so pass it now.
         The caller holds the user's ordering lock, in the transaction that
-        cancelled the job. The failed unit's row is what makes it once: a
-        replay of that dead letter then finds it there and passes nothing.
-        True if it passed it on."""
+        cancelled the job. ``Job.turn_passed`` makes it once: a replay or
+        purge of that dead letter then passes nothing. True if it passed it
+        on."""
         cursor = database.execute_sql(
             f"""
             WITH held AS (
-                SELECT 1 FROM job_units AS failed WHERE failed.job_id = %(job)s AND {_HOLDS_THE_CHAIN}
+                SELECT 1 FROM job_units AS failed WHERE failed.job_id = %(job)s AND {_HOLDS_THE_CHAIN} LIMIT 1
+            ), passed AS (
+                {_pass_turn_sql("EXISTS (SELECT 1 FROM held)")}
             ), successor AS (
-                {_start_next_ordered_job_sql("held")}
+                {_start_next_ordered_job_sql("passed")}
             )
             SELECT count(*) FROM successor
             """,
@@ -254,9 +268,11 @@ class JobUnit(BaseModel):
         that now (the job's next unit, or the user's next job): the rest of
         the job, and of the user's jobs, goes on without it, as an unordered
         job's other units do. After a job's last unit, the job is marked
-        failed: it will never be through (``next_ordered_job_sql``).
-        Nothing for a job cancelled already (its cancel passed the chain
-        on) or a unit that does not hold the chain.
+        failed: it will never be through (``next_ordered_job_sql``). For a
+        cancelled job, the user's next job, unless its turn was passed
+        already (a unit of it in flight at the cancel, dead-lettered since:
+        nothing else would pass it). Nothing for a unit that does not hold
+        the chain.
         The caller holds the user's ordering lock, in the transaction that
         forgets the dead letter (``ops.dead_letters.forget``, which says how
         that is once). True if it sent anything."""
@@ -275,8 +291,12 @@ class JobUnit(BaseModel):
                 -- the user's ordered jobs created later would wait behind it.
                 UPDATE jobs SET status = 'failed', updated_at = now() FROM job, held
                 WHERE jobs.id = job.id AND %(unit)s + 1 >= job.units AND jobs.status = 'queued'
+            ), passed AS (
+                {_pass_turn_sql("user_id = %(user)s AND EXISTS (SELECT 1 FROM held)")}
+            ), handed_on AS (
+                {_start_next_ordered_job_sql("passed")}
             )
-            SELECT count(*) FROM successor
+            SELECT (SELECT count(*) FROM successor) + (SELECT count(*) FROM handed_on)
             """,
             {"job": job_id, "unit": unit, "user": user_id, "queue": queue},
         )

@@ -3,6 +3,7 @@ the followers that are (not) created, and what the workers do with the
 units of a cancelled job (the pages of jobs: tests/test_job_pages.py)."""
 
 import threading
+import uuid
 
 import pytest
 
@@ -202,6 +203,60 @@ def test_a_late_unit_of_a_cancelled_job_does_not_send_again_the_first_unit_of_a_
     assert jobs.apply_unit(first.id, 1) == (None, None, 0, True)
     assert sent() == []
     assert JobUnit.get(job=second.id, unit=0).status == "failed"
+
+
+def in_flight_at_the_cancel_then_dead_lettered(author):
+    """A user's ordered job cancelled while its unit 1 was in RabbitMQ (the
+    cancel leaves the turn to that unit), then that unit dead-lettered
+    without running (the delivery limit, after workers died on it) and
+    recorded; the user's next ordered job behind it. Returns (first job,
+    second job, message id)."""
+    from tests.conftest import dead_letter
+
+    first = jobs.create_job(author.id, "fan", 4, unit_size=2, ordered=True)
+    second = jobs.create_job(author.id, "more", 2, unit_size=2, ordered=True)
+    jobs.apply_unit(first.id, 0)
+    sent()
+    assert jobs.cancel_job(first.id).sent == 0
+    message_id = dead_letter(first, 1)
+    assert sent() == []
+    return first, second, message_id
+
+
+def test_a_cancelled_jobs_unit_dead_lettered_after_the_cancel_hands_the_turn_on_when_replayed(author, woken):
+    """A review found the user's next ordered job waiting for good: the
+    replayed unit found its failed row and took it for a turn passed."""
+    first, second, message_id = in_flight_at_the_cancel_then_dead_lettered(author)
+    assert jobs.apply_unit(first.id, 1) == (None, None, 1, True)  # the replay
+    assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})]
+    # A second copy, a cancel again: the turn is passed once.
+    assert jobs.apply_unit(first.id, 1) == (None, None, 0, True)
+    assert jobs.cancel_job(first.id).sent == 0 and sent() == []
+
+
+def test_a_cancelled_jobs_unit_dead_lettered_after_the_cancel_hands_the_turn_on_when_purged(author, woken):
+    from ops import dead_letters
+
+    first, second, message_id = in_flight_at_the_cancel_then_dead_lettered(author)
+    assert dead_letters.forget(message_id, "q") is True
+    assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})]
+    assert jobs.apply_unit(first.id, 1) == (None, None, 0, True) and sent() == []  # a copy still comes
+
+
+def test_a_cancelled_jobs_unrecorded_dead_letter_hands_the_turn_on_when_purged(author, woken):
+    """No worker could record the unit's death (PostgreSQL did not answer):
+    the cancel finds no failed unit and leaves the turn to it; its purge
+    marks it failed and, the job being cancelled, starts the user's next."""
+    from ops import dead_letters
+
+    first = jobs.create_job(author.id, "fan", 4, unit_size=2, ordered=True)
+    second = jobs.create_job(author.id, "more", 2, unit_size=2, ordered=True)
+    jobs.apply_unit(first.id, 0)
+    sent()
+    assert jobs.cancel_job(first.id).sent == 0
+    assert dead_letters.forget(str(uuid.uuid4()), "q", unit=(first.id, 1)) is True
+    assert sent() == [("add_followers", {"job_id": second.id, "unit": 0})]
+    assert JobUnit.get(job=first.id, unit=1).status == "failed"
 
 
 def test_a_split_job_of_a_cancelled_job_writes_no_unit(author, monkeypatch):
