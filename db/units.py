@@ -158,8 +158,9 @@ class JobUnit(BaseModel):
     an ordered unit's successor, sends nothing twice either.
 
     ``status``: done; failed (dead-lettered, until a replay applies it);
-    cancelled (a unit of an ordered job cancelled under it, which passed
-    the user's chain on)."""
+    cancelled (a unit of an ordered job that came round after the job's
+    cancel; the job's ``turn_passed`` says whether the user's chain was
+    handed on)."""
 
     # The primary key (job, unit) already indexes job_id.
     job = ForeignKeyField(Job, on_delete="CASCADE", index=False)
