@@ -27,16 +27,23 @@ class IdempotencyKey(BaseModel):
     def claim(cls, key, request_hash):
         """Take the key for this request, inside the caller's transaction.
         Returns None if it is ours now, else the row of the request that
-        took it first (waiting for that request's transaction to end)."""
-        inserted = list(
-            cls.insert(key=key, request_hash=request_hash)
-            .on_conflict_ignore()
-            .returning(cls.key)
-            .execute()
-        )
-        if inserted:
-            return None
-        return cls.get_by_id(key)
+        took it first (waiting for that request's transaction to end).
+
+        That row can be gone by the time it is read: its request failed and
+        released the key, or a sweep expired it. The key is free then: try
+        again (a retry that raced a failing first request got a 500)."""
+        while True:
+            inserted = list(
+                cls.insert(key=key, request_hash=request_hash)
+                .on_conflict_ignore()
+                .returning(cls.key)
+                .execute()
+            )
+            if inserted:
+                return None
+            first = cls.get_or_none(cls.key == key)
+            if first is not None:
+                return first
 
     @classmethod
     def complete(cls, key, status, response):

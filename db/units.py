@@ -74,7 +74,9 @@ _APPLY_UNIT = Prepared(
     )
     SELECT (SELECT count(*) FROM job) > 0, (SELECT created FROM unit), (SELECT count(*) FROM successor),
            j.units, COALESCE(j.ordered, FALSE), j.user_id, COALESCE(j.status = 'cancelled', FALSE),
-           LEAST((%(unit)s + 1) * j.unit_size, j.requested) - %(unit)s * j.unit_size
+           -- Only for a unit of the job: unit * unit_size of any other may pass 2**31.
+           CASE WHEN %(unit)s >= 0 AND %(unit)s < j.units
+                THEN LEAST((%(unit)s + 1) * j.unit_size, j.requested) - %(unit)s * j.unit_size END
     FROM (SELECT 1) AS one LEFT JOIN jobs AS j ON j.id = %(job)s
     """,
     job="integer", unit="integer", queue="text", locked="boolean",

@@ -80,10 +80,13 @@ class IdempotentRequests:
             return (*self._replay(first, digest), True)
         try:
             status, body = action()
+            IdempotencyKey.complete(key, status, body)
         except BaseException:
+            # Its answer not recorded, the key would read "still running"
+            # until it expires; released, a retry runs the request again,
+            # which adds nothing twice.
             IdempotencyKey.release(key)
             raise
-        IdempotencyKey.complete(key, status, body)
         return status, body, False
 
     def _replay(self, first, digest):
