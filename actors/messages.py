@@ -36,6 +36,12 @@ def unit_of_kwargs(kwargs):
     return None, None
 
 
+def split_job_of(actor_name, kwargs):
+    """The job id of a ``split_job`` message (it names no unit), or None."""
+    job_id = kwargs.get("job_id") if isinstance(kwargs, dict) else None
+    return job_id if actor_name == "split_job" and type(job_id) is int else None
+
+
 def dead_letter_now(message, exception):
     """Send a message to the dead-letter queue without running it."""
     message.stuff_exception(exception)

@@ -8,7 +8,7 @@ units, an ordered unit's successor) is written to the outbox by that same
 statement, so it is committed with what calls for it, or not at all.
 """
 
-from peewee import SQL, AutoField, BooleanField, CharField, ForeignKeyField, IntegerField, TextField
+from peewee import SQL, AutoField, BooleanField, CharField, ForeignKeyField, IntegerField, TextField, fn
 
 from .database import Prepared, database
 from .job_listing import UNIT_COUNTS_SQL, JobListing, status_sql
@@ -169,6 +169,24 @@ class Job(JobListing, BaseModel):
         cursor = database.execute_sql(sql, params)
         row = cursor.fetchone()
         return None if row is None else cls(**dict(zip((column[0] for column in cursor.description), row, strict=True)))
+
+    @classmethod
+    def split_failed(cls, job_id, error):
+        """Its ``split_job`` message was dead-lettered: no unit of it is
+        written, and none will be unless that dead letter is replayed. The
+        job shows failed, with why (``error``). Nothing for a job whose
+        units are written, or that is cancelled."""
+        cls.update(status="failed", error=error, updated_at=fn.now()).where(
+            (cls.id == job_id) & ~cls.enqueued & (cls.status == "queued")
+        ).execute()
+
+    @classmethod
+    def split_replayed(cls, job_id):
+        """Its ``split_job`` dead letter is replayed: queued again, its error
+        gone (``split_failed`` undone, in the replay's transaction)."""
+        cls.update(status="queued", error=None, updated_at=fn.now()).where(
+            (cls.id == job_id) & ~cls.enqueued & (cls.status == "failed")
+        ).execute()
 
     @classmethod
     def enqueue_units(cls, job_id, *, queue):

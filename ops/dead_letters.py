@@ -24,7 +24,7 @@ import pika
 import settings
 from actors import BrokerUnavailable, relay
 from actors.connection import connect
-from actors.messages import unit_of_kwargs
+from actors.messages import split_job_of, unit_of_kwargs
 from db import DeadLetter, DeliveryAttempt, Job, JobUnit, Outbox, User, database
 from followers import NotFound
 
@@ -135,6 +135,9 @@ class Letter:
             # Its job changed now: python -m ops jobs prune leaves it alone
             # until the unit has long had its chance to run.
             JobUnit.touch(*unit_of_kwargs(kwargs))
+            # A split job's split_job: the job is queued again, not failed.
+            if (split_job := split_job_of(actor_name, kwargs)) is not None:
+                Job.split_replayed(split_job)
             # Back to the work queue, to run now (a retry that died waiting in
             # the delay queue too: its backoff is over).
             Outbox.add(self.queue.queue_name, actor_name, kwargs, message_id=message_id)

@@ -82,6 +82,54 @@ def test_a_dead_lettered_unit_fails_the_job_and_a_replay_mends_it(author):
     assert (state["status"], state["created"], state["errors"]) == ("done", 4, [])
 
 
+@pytest.mark.parametrize("then", ["replay", "purge"])
+def test_a_split_job_whose_split_job_is_dead_lettered_shows_it_failed_until_it_is_replayed(
+        author, monkeypatch, woken, dead_letter_queue, then):
+    """Its retries out (PostgreSQL away for a minute), the split_job went to
+    the dead-letter queue and the job showed 'queued', no error, for good
+    (a review found it): the dead letter was recorded without its job, and
+    nothing marked the job. A replay writes its units; a purge leaves it
+    failed."""
+    import json
+    import uuid
+
+    import peewee
+    from dramatiq import Message
+    from dramatiq.broker import MessageProxy
+
+    from actors.dead_letters import DeadLetters
+    from db import DeadLetter
+    from harness import publish_raw
+    from ops import dead_letters
+
+    monkeypatch.setattr(settings, "MAX_MESSAGES_PUBLISHED_INLINE", 2)
+    job = jobs.create_job(author.id, "fan", 5, unit_size=1)
+    assert sent() == [("split_job", {"job_id": job.id})]
+    message_id = str(uuid.uuid4())
+    fields = {"queue_name": dead_letter_queue, "actor_name": "split_job", "args": [], "kwargs": {"job_id": job.id},
+              "options": {"retries": settings.MAX_RETRIES}, "message_id": message_id, "message_timestamp": 0}
+    message = MessageProxy(Message(**{**fields, "args": ()}))
+    message.stuff_exception(peewee.OperationalError("could not connect to server"))
+    DeadLetters().after_nack(None, message)  # what a worker does once the retries are out
+    publish_raw(f"{dead_letter_queue}.XQ", json.dumps(fields).encode())  # where RabbitMQ puts it
+    state = Job.get_by_id(job.id).to_dict()
+    assert (state["status"], state["errors"], state["cancellable"]) == (
+        "failed", ["OperationalError: could not connect to server"], False)
+    assert DeadLetter.get(DeadLetter.message_id == message_id).job_id == job.id
+
+    assert getattr(dead_letters, then)(queue_name=dead_letter_queue).done == [message_id]
+    state = Job.get_by_id(job.id).to_dict()
+    if then == "purge":
+        assert (state["status"], len(state["errors"]), sent()) == ("failed", 1, [])
+        return
+    assert (state["status"], state["errors"]) == ("queued", [])
+    assert sent() == [("split_job", {"job_id": job.id})]
+    assert jobs.enqueue_units(job.id) == 5
+    for unit in range(5):
+        jobs.apply_unit(job.id, unit)
+    assert Job.get_by_id(job.id).to_dict()["status"] == "done"
+
+
 def test_a_unit_of_an_unknown_job_is_invalid(author):
     with pytest.raises(jobs.InvalidUnit, match="job 12345 does not exist"):
         jobs.apply_unit(12345, 0)
