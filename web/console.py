@@ -4,6 +4,7 @@ which polls that API. Buttons are forms (CSRF-checked by
 ``web.console_auth.ConsoleAccess``) that act and redirect back with a
 notice (``?notice=<code>``: a fixed sentence, never text from the URL)."""
 
+import re
 from urllib.parse import urlencode
 
 import falcon
@@ -17,7 +18,7 @@ from ops import dead_letters, queues
 from ops.dead_letters import DeadLetterQueueBusy
 
 from .console_auth import redirect
-from .dead_letters import MESSAGE_ID_MAX
+from .dead_letters import MESSAGE_ID_MAX, check_id
 from .jobs import JOB_STATUSES, JOBS_QUERY, jobs_page
 from .pages import render
 from .workers import workers
@@ -34,9 +35,15 @@ NOTICES = {
 }
 
 
+#: What a notice may name: a job's id or a dead letter's (Dramatiq's are
+#: uuids), never a sentence a link's author wrote.
+_NOTICE_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
 def _notice(req):
     template = NOTICES.get(req.get_param("notice") or "")
-    return template.format(id=req.get_param("id") or "?") if template else None
+    shown = req.get_param("id") or ""
+    return template.format(id=shown if _NOTICE_ID.fullmatch(shown) else "?") if template else None
 
 
 class OverviewPage:
@@ -115,8 +122,7 @@ class DeadLetterAction:
         if act is None:
             raise falcon.HTTPNotFound(title="not found", description=f"no action {action!r}")
         try:
-            if len(message_id) > MESSAGE_ID_MAX:
-                raise followers.NotFound(message_id)
+            check_id(message_id)
             act(message_id)
             notice = {"replay": "replayed", "purge": "purged"}[action]
         except followers.NotFound:

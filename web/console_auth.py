@@ -14,6 +14,8 @@ CSRF check.
 import base64
 import hashlib
 import hmac
+import posixpath
+import re
 import secrets
 import time
 from urllib.parse import quote
@@ -50,7 +52,7 @@ class Sessions:
         return bool(self.token)
 
     def token_matches(self, candidate):
-        return isinstance(candidate, str) and hmac.compare_digest(candidate.encode(), self.token.encode())
+        return same_secret(candidate, self.token)
 
     def issue(self):
         payload = f"{secrets.token_urlsafe(16)}.{int(time.time()) + self.max_age}"
@@ -70,9 +72,22 @@ class Sessions:
         return _mac(self.key, f"csrf {nonce}")
 
 
+def same_secret(sent, secret):
+    """Whether ``sent`` (anything a form or JSON body held) is ``secret``,
+    in constant time. A lone surrogate, valid in JSON, cannot be encoded
+    strictly (it was a 500): "surrogatepass" gives bytes that never match."""
+    return isinstance(sent, str) and hmac.compare_digest(
+        sent.encode("utf-8", "surrogatepass"), secret.encode("utf-8", "surrogatepass")
+    )
+
+
 def set_session_cookie(req, resp, value, max_age):
+    # Secure when either header says https: Falcon's forwarded_scheme reads
+    # a Forwarded header first, and falls back to http when that one has no
+    # proto, though nginx's X-Forwarded-Proto says https.
+    https = req.forwarded_scheme == "https" or (req.get_header("X-Forwarded-Proto") or "").lower() == "https"
     resp.set_cookie(COOKIE, value, max_age=max_age, path=COOKIE_PATH, http_only=True, same_site="Strict",
-                    secure=req.forwarded_scheme == "https")
+                    secure=https)
 
 
 class ConsoleAccess:
@@ -105,7 +120,7 @@ class ConsoleAccess:
         if req.method == "POST" and not public:
             form = req.get_media() if req.content_length else {}
             sent = form.get("csrf") if isinstance(form, dict) else None
-            if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), req.context.csrf.encode()):
+            if not same_secret(sent, req.context.csrf):
                 raise falcon.HTTPForbidden(
                     title="forbidden", description="the form's CSRF token is missing or stale: reload the page"
                 )
@@ -118,10 +133,20 @@ def redirect(resp, location):
 
 
 def _safe_next(target):
-    """Only a path of the console itself: never a redirect elsewhere."""
-    if isinstance(target, str) and target.startswith("/console") and not target.startswith("//"):
-        return target
-    return "/console"
+    """Only a path of the console itself: never a redirect elsewhere, nor
+    out of the console by dot segments, which a browser resolves (also
+    written %2e), nor a path that cannot be encoded (a lone surrogate)."""
+    if not isinstance(target, str) or not target.startswith("/console") or target.startswith("//"):
+        return "/console"
+    try:
+        target.encode()
+    except UnicodeEncodeError:
+        return "/console"
+    path, mark, query = target.partition("?")
+    path = posixpath.normpath(re.sub("%2e", ".", path, flags=re.IGNORECASE))
+    if path != "/console" and not path.startswith("/console/"):
+        return "/console"
+    return path + mark + query
 
 
 class LoginResource:

@@ -16,9 +16,12 @@ from ops import dead_letters
 MESSAGE_ID_MAX = 64  # DeadLetter.message_id: a longer id cannot be recorded
 
 
-def _check_id(message_id):
-    if len(message_id) > MESSAGE_ID_MAX:
-        raise followers.NotFound(f"no dead letter {message_id[:MESSAGE_ID_MAX]}... is recorded")
+def check_id(message_id):
+    """NotFound for an id no dead letter can have: too long to be recorded,
+    or with a NUL (which PostgreSQL cannot even compare: it was a 500)."""
+    if len(message_id) > MESSAGE_ID_MAX or "\x00" in message_id:
+        shown = message_id[:MESSAGE_ID_MAX].replace("\x00", "\\x00")
+        raise followers.NotFound(f"no dead letter {shown} is recorded")
 
 
 class DeadLettersResource:
@@ -32,7 +35,7 @@ class DeadLetterResource:
     token_required = ("DELETE",)
 
     def on_delete(self, req, resp, message_id):
-        _check_id(message_id)
+        check_id(message_id)
         dead_letters.purge_one(message_id)
         resp.media = {"success": True, "messageId": message_id, "action": "purged"}
 
@@ -41,6 +44,6 @@ class DeadLetterReplayResource:
     token_required = ("POST",)
 
     def on_post(self, req, resp, message_id):
-        _check_id(message_id)
+        check_id(message_id)
         dead_letters.replay_one(message_id)
         resp.media = {"success": True, "messageId": message_id, "action": "replayed"}
