@@ -27,25 +27,24 @@ def unit_of(message):
     return unit_of_kwargs(message.kwargs)
 
 
-#: Ids a job and a unit can have (PostgreSQL integers, jobs from 1): a
-#: message naming others names no job (its dead letter was listed with
-#: jobId -1, against openapi.json, and linked to /console/jobs/-1).
-_INT_MAX = 2**31 - 1
+def _an_id(value, lowest):
+    """Whether ``value`` is an id a job (from 1) or a unit (from 0) can have,
+    a PostgreSQL integer: a message naming another names no job (its dead
+    letter was listed with jobId -1, against openapi.json)."""
+    return type(value) is int and lowest <= value <= 2**31 - 1
 
 
 def unit_of_kwargs(kwargs):
     """(job_id, unit) from a message's keyword arguments, or (None, None)."""
     kwargs = kwargs if isinstance(kwargs, dict) else {}
     job_id, unit = kwargs.get("job_id"), kwargs.get("unit")
-    if type(job_id) is int and type(unit) is int and 1 <= job_id <= _INT_MAX and 0 <= unit <= _INT_MAX:
-        return job_id, unit
-    return None, None
+    return (job_id, unit) if _an_id(job_id, 1) and _an_id(unit, 0) else (None, None)
 
 
 def split_job_of(actor_name, kwargs):
     """The job id of a ``split_job`` message (it names no unit), or None."""
     job_id = kwargs.get("job_id") if isinstance(kwargs, dict) else None
-    return job_id if actor_name == "split_job" and type(job_id) is int and 1 <= job_id <= _INT_MAX else None
+    return job_id if actor_name == "split_job" and _an_id(job_id, 1) else None
 
 
 def dead_letter_now(message, exception):

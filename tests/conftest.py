@@ -41,6 +41,23 @@ def db(test_database):
 
 
 @pytest.fixture
+def app_client(test_database):
+    """``app_client(**create_app options)``: falcon's TestClient on the real
+    app, in process, over the emptied test database. No ``db`` fixture: the
+    app takes a connection per request and hands it back, as in gunicorn."""
+    import falcon.testing
+
+    import api
+
+    def make(**options):
+        schema.truncate_all()
+        return falcon.testing.TestClient(api.create_app(**options))
+
+    yield make
+    database.close()
+
+
+@pytest.fixture
 def author(db):
     """A user to add followers to, in the empty test database."""
     import followers

@@ -8,15 +8,12 @@ import re
 import urllib.parse
 
 import dramatiq
-import falcon.testing
 import jsonschema_rs
 import pytest
 
-import api
 import followers
 import jobs
 import settings
-from db import database, schema
 from tests.api_helpers import OPENAPI
 from web.console_auth import COOKIE
 
@@ -27,10 +24,8 @@ JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
-def client(test_database):
-    schema.truncate_all()
-    yield falcon.testing.TestClient(api.create_app(api_token=TOKEN))
-    database.close()
+def client(app_client):
+    return app_client(api_token=TOKEN)
 
 
 def login(client):

@@ -6,13 +6,11 @@ request, an answer that could not be recorded. The end-to-end behaviour
 
 import threading
 
-import falcon.testing
 import peewee
 import pytest
 
-import api
 import followers
-from db import IdempotencyKey, database, schema
+from db import IdempotencyKey, database
 from web.intake import JobIntake
 
 ADD = "/api/v1/add-followers"
@@ -29,12 +27,8 @@ class QuietRelay:
 
 
 @pytest.fixture
-def client(test_database):
-    schema.truncate_all()
-    yield falcon.testing.TestClient(
-        api.create_app(api_token="", intake=JobIntake(relay=QuietRelay(), max_pending=1000))
-    )
-    database.close()
+def client(app_client):
+    return app_client(api_token="", intake=JobIntake(relay=QuietRelay(), max_pending=1000))
 
 
 @pytest.fixture
